@@ -1,0 +1,51 @@
+# The two commands: `make run` and `make test`. Everything else is what they need.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+UV_VERSION := 0.13.9
+# The CPU build of torch lives in pip's find-links folder on these machines;
+# uv does not read pip's configuration, so pass the folder on when it exists.
+FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/.*find-links='\([^']*\)'.*/\1/p" | head -n 1)
+UV_FIND_LINKS := $(if $(and $(FIND_LINKS),$(wildcard $(FIND_LINKS))),--find-links $(FIND_LINKS),)
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-all lock chromium bench-queue clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (the CPU build of torch is for Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode $(UV_FIND_LINKS) -r requirements.txt
+	touch $@
+
+lock: $(VENV)/.installed
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --no-header $(UV_FIND_LINKS)
+
+# Debian's chromium for the browser tests (root + apt-get); tests skip, saying why, without it.
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium; browser tests will be skipped"; \
+	else echo "chromium is not installed and cannot be installed here; browser tests will be skipped"; fi
+
+run: install
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --no-input -v 0
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runworkbench --port $(PORT)
+
+test: install chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The slow end-to-end tests too (CI runs them when its time budget allows).
+test-all: install chromium
+	$(BIN)/python -m pytest --run-slow $(PYTEST_ARGS)
+
+bench-queue: install
+	$(BIN)/python bench/queue/run.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""The human side: projects, labels, items, annotations, leases, budgets, imports and the UI."""

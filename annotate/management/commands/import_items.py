@@ -1,0 +1,48 @@
+"""manage.py import_items PROJECT_ID FILE [--skip-bad-rows] [--skip-existing]"""
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotate.errors import WorkbenchError
+from annotate.models import Project
+from annotate.services.importing import ImportFailed, import_file
+
+
+class Command(BaseCommand):
+    help = "Import items from a CSV or JSONL file into a project (all-or-nothing unless --skip-bad-rows)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("project_id", type=int)
+        parser.add_argument("path")
+        parser.add_argument("--format", choices=["csv", "jsonl"])
+        parser.add_argument("--skip-bad-rows", action="store_true")
+        parser.add_argument("--skip-existing", action="store_true")
+
+    def handle(self, *args, **options):
+        try:
+            project = Project.objects.get(pk=options["project_id"])
+        except Project.DoesNotExist:
+            raise CommandError(f"project {options['project_id']} does not exist") from None
+
+        def progress(rows: int) -> None:
+            sys.stderr.write(f"\r{rows:,} rows read")
+            sys.stderr.flush()
+
+        try:
+            report = import_file(
+                project=project, path=options["path"], file_format=options["format"],
+                skip_bad_rows=options["skip_bad_rows"], skip_existing=options["skip_existing"],
+                progress=progress,
+            )
+        except ImportFailed as exc:
+            sys.stderr.write("\n")
+            raise CommandError("import rejected, nothing written:\n  " + "\n  ".join(exc.errors)) from None
+        except WorkbenchError as exc:
+            raise CommandError(str(exc)) from None
+        sys.stderr.write("\n")
+        self.stdout.write(
+            f"imported {report.rows_imported} of {report.rows_read} rows "
+            f"({report.labels_imported} with labels, {report.rows_skipped} skipped)"
+        )
+        for error in report.errors:
+            self.stdout.write(f"  skipped {error}")

@@ -1,0 +1,68 @@
+"""Reads of the human side: progress, budget left, queue state."""
+from __future__ import annotations
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from annotate.models import Assignment, AssignmentStatus, Budget, Item, Membership, Project
+
+
+def projects_for_user(user):
+    return Project.objects.filter(memberships__user=user).order_by("name")
+
+
+def budget_left(project: Project) -> dict:
+    try:
+        budget = project.budget
+    except Budget.DoesNotExist:
+        return {"max_labels": None, "labels_left": None, "max_cost": None, "cost_left": None,
+                "cost_spent": str(project.cost_spent)}
+    labels_left = None if budget.max_labels is None else max(0, budget.max_labels - project.label_count)
+    cost_left = None if budget.max_cost is None else str(max(budget.max_cost - project.cost_spent, 0))
+    return {
+        "max_labels": budget.max_labels, "labels_left": labels_left,
+        "max_cost": None if budget.max_cost is None else str(budget.max_cost),
+        "cost_left": cost_left, "cost_spent": str(project.cost_spent),
+        "cost_per_label": str(budget.cost_per_label),
+    }
+
+
+def queue_status(project: Project) -> dict:
+    """Counts, budget left, and the current model version with its metrics (JSON-able)."""
+    from learners.services.training import model_version_latest
+
+    now = timezone.now()
+    counts = Item.objects.filter(project=project).aggregate(
+        items=Count("id"), done=Count("id", filter=Q(done=True)),
+    )
+    active = Assignment.objects.filter(
+        project=project, status=AssignmentStatus.ACTIVE, expires_at__gt=now
+    ).count()
+    version = model_version_latest(project)
+    return {
+        "project_id": project.pk,
+        "project": project.name,
+        "items": counts["items"],
+        "items_done": counts["done"],
+        "items_open": counts["items"] - counts["done"],
+        "active_leases": active,
+        "labels": project.label_count,
+        "overlap": project.overlap,
+        "budget": budget_left(project),
+        "model_version": None if version is None else {
+            "number": version.number,
+            "trained_on": version.trained_on,
+            "metrics": version.metrics,
+            "created_at": version.created_at.isoformat(),
+            "query_strategy": version.query_strategy,
+            "estimator": version.estimator,
+        },
+    }
+
+
+def annotator_progress(project: Project, user) -> dict:
+    membership = Membership.objects.filter(project=project, user=user).first()
+    return {
+        "my_labels": membership.label_count if membership else 0,
+        "my_quota": membership.quota if membership else None,
+    }

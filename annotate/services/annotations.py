@@ -1,0 +1,185 @@
+"""Writing labels: annotate, skip and undo, each in one transaction.
+
+Lock order is project row, then item row, everywhere, so these never deadlock
+with each other; the queue scan locks item rows only.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotate.errors import LeaseError, NothingToUndo, QueueClosed, UnknownLabel
+from annotate.models import (
+    Annotation, AnnotationSource, Assignment, AssignmentStatus, Budget, Item, Label, Membership, Project,
+)
+from annotate.services.queue import membership_get
+
+
+def _lock_project(project: Project) -> Project:
+    return Project.objects.select_for_update().get(pk=project.pk)
+
+
+def _lock_item(project: Project, item_id: int) -> Item:
+    try:
+        return Item.objects.select_for_update().get(project=project, pk=item_id)
+    except Item.DoesNotExist:
+        raise LeaseError(f"item {item_id} is not in project '{project.name}'") from None
+
+
+def _label_get(project: Project, label: str | int) -> Label:
+    labels = {l.name: l for l in project.labels.all()}
+    by_id = {l.pk: l for l in labels.values()}
+    if isinstance(label, int) and label in by_id:
+        return by_id[label]
+    if isinstance(label, str) and label in labels:
+        return labels[label]
+    raise UnknownLabel(f"label {label!r} is not in the label set {{{', '.join(labels)}}}")
+
+
+def _spend_check(project: Project, membership: Membership) -> None:
+    """The exact budget check, made with the project row locked."""
+    if membership.quota is not None and membership.label_count >= membership.quota:
+        raise QueueClosed(f"Your quota of {membership.quota} labels is used up.", code="quota_spent")
+    try:
+        budget = project.budget
+    except Budget.DoesNotExist:
+        return
+    if budget.max_labels is not None and project.label_count >= budget.max_labels:
+        raise QueueClosed(f"The project's budget of {budget.max_labels} labels is spent.", code="budget_spent")
+    if budget.max_cost is not None and project.cost_spent + budget.cost_per_label > budget.max_cost:
+        raise QueueClosed(f"The project's budget of {budget.max_cost} is spent.", code="budget_spent")
+
+
+def _held_assignment(item: Item, annotator, now) -> Assignment:
+    assignment = Assignment.objects.filter(item=item, annotator=annotator).first()
+    if assignment is None:
+        raise LeaseError(f"item {item.external_id!r} was not served to you")
+    if assignment.status in (AssignmentStatus.ACTIVE, AssignmentStatus.EXPIRED):
+        return assignment
+    raise LeaseError(f"you have already {assignment.status} item {item.external_id!r}")
+
+
+def annotation_create(*, project: Project, annotator, item_id: int, label: str | int) -> Annotation:
+    """Store a label for an item served to `annotator` and close its lease.
+
+    A lease that expired is still honoured while the item has room under the
+    project's overlap, so a slow annotator's work is not thrown away.
+    Enqueues a retrain on commit every `project.retrain_every` labels.
+    """
+    from learners.services.training import retrain_enqueue_on_commit
+
+    now = timezone.now()
+    with transaction.atomic():
+        project = _lock_project(project)
+        membership = membership_get(project=project, user=annotator)
+        chosen = _label_get(project, label)
+        item = _lock_item(project, item_id)
+        assignment = _held_assignment(item, annotator, now)
+        was_active = assignment.status == AssignmentStatus.ACTIVE and assignment.expires_at > now
+        if not was_active and item.annotation_count + _active_others(item, annotator, now) >= project.overlap:
+            raise LeaseError(
+                f"your lease on item {item.external_id!r} expired and it was served to others"
+            )
+        try:
+            _spend_check(project, membership)
+        except QueueClosed:
+            _release(assignment, item, project, AssignmentStatus.EXPIRED, now)
+            raise
+        budget = getattr(project, "budget", None)
+        cost = budget.cost_per_label if budget is not None else 0
+        annotation = Annotation.objects.create(
+            project=project, item=item, annotator=annotator, label=chosen,
+            source=AnnotationSource.HUMAN, cost=cost,
+            seconds=(now - assignment.leased_at).total_seconds(),
+        )
+        _release(assignment, item, project, AssignmentStatus.ANNOTATED, now, annotated=True)
+        Membership.objects.filter(pk=membership.pk).update(label_count=F("label_count") + 1)
+        Project.objects.filter(pk=project.pk).update(
+            label_count=F("label_count") + 1, cost_spent=F("cost_spent") + cost
+        )
+        new_count = project.label_count + 1
+        if new_count - project.retrain_requested_at >= project.retrain_every:
+            Project.objects.filter(pk=project.pk).update(retrain_requested_at=new_count)
+            retrain_enqueue_on_commit(
+                project_id=project.pk, reason=f"{new_count} labels", rearm_from=project.retrain_requested_at
+            )
+    return annotation
+
+
+def _active_others(item: Item, annotator, now) -> int:
+    return (
+        Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE, expires_at__gt=now)
+        .exclude(annotator=annotator)
+        .count()
+    )
+
+
+def _release(
+    assignment: Assignment, item: Item, project: Project, status: str, now, annotated: bool = False
+) -> None:
+    """Close `assignment` with `status`, keeping the item's counters exact."""
+    assignment.status = status
+    assignment.finished_at = now
+    assignment.save(update_fields=["status", "finished_at"])
+    active = list(
+        Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE).values_list("expires_at", flat=True)
+    )
+    annotation_count = item.annotation_count + (1 if annotated else 0)
+    Item.objects.filter(pk=item.pk).update(
+        lease_count=len(active),
+        lease_expires_at=max(active, default=None),
+        annotation_count=annotation_count,
+        done=annotation_count >= project.overlap,
+    )
+
+
+def assignment_skip(*, project: Project, annotator, item_id: int) -> None:
+    """Give an item back: the annotator will not be served it again; others may be."""
+    now = timezone.now()
+    with transaction.atomic():
+        item = _lock_item(project, item_id)
+        assignment = _held_assignment(item, annotator, now)
+        _release(assignment, item, project, AssignmentStatus.SKIPPED, now)
+
+
+def annotation_undo_last(*, project: Project, annotator) -> Assignment:
+    """Take back the annotator's newest label in `project` and serve that item again."""
+    now = timezone.now()
+    with transaction.atomic():
+        project = _lock_project(project)
+        membership = membership_get(project=project, user=annotator)
+        annotation = (
+            Annotation.objects.filter(project=project, annotator=annotator, source=AnnotationSource.HUMAN)
+            .order_by("-id")
+            .first()
+        )
+        if annotation is None:
+            raise NothingToUndo("You have no label in this project to undo.")
+        item = _lock_item(project, annotation.item_id)
+        cost = annotation.cost
+        annotation.delete()
+        assignment = Assignment.objects.get(item=item, annotator=annotator)
+        assignment.status = AssignmentStatus.ACTIVE
+        assignment.leased_at = now
+        assignment.expires_at = now + timedelta(seconds=project.lease_seconds)
+        assignment.finished_at = None
+        assignment.save(update_fields=["status", "leased_at", "expires_at", "finished_at"])
+        active = list(
+            Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE).values_list("expires_at", flat=True)
+        )
+        annotation_count = item.annotation_count - 1
+        Item.objects.filter(pk=item.pk).update(
+            annotation_count=annotation_count,
+            lease_count=len(active),
+            lease_expires_at=max(active),
+            done=annotation_count >= project.overlap,
+        )
+        Membership.objects.filter(pk=membership.pk).update(label_count=F("label_count") - 1)
+        Project.objects.filter(pk=project.pk).update(
+            label_count=F("label_count") - 1, cost_spent=F("cost_spent") - cost
+        )
+        assignment.item = item
+    return assignment

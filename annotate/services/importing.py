@@ -1,0 +1,364 @@
+"""Importing items from CSV or JSONL, streamed, validated row by row.
+
+Rules (documented in docs/importing.md):
+
+- Files are UTF-8 (a BOM is allowed). CSV has a header row; "row N" counts
+  data rows from 1. JSONL has one object per line; "line N" counts lines.
+- Text projects need a `text` field; tabular projects take every other
+  column as a feature. `id` (or `external_id`) names the item; without it the
+  id is `sha1:` + a hash of the content, so identical rows count as duplicates.
+  `label`, when present and not empty, must be in the label set and imports
+  the item as already labelled (a seed set).
+- An id repeated within the file, or already in the project, is an error;
+  with `skip_existing` ids already in the project are skipped instead.
+- By default the import is all-or-nothing: any bad row fails it and nothing
+  is written. With `skip_bad_rows` bad rows are reported and left out.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.errors import WorkbenchError
+from annotate.models import Annotation, AnnotationSource, ImportJob, ImportStatus, Item, Modality, Project
+
+MAX_REPORTED_ERRORS = 100
+ID_FIELDS = ("id", "external_id")
+RESERVED = {"id", "external_id", "label"}
+
+
+class ImportFailed(WorkbenchError):
+    """The file was rejected; `errors` lists what and where. Nothing was written."""
+
+    def __init__(self, errors: list[str], job: ImportJob | None = None) -> None:
+        self.errors = errors
+        self.job = job
+        super().__init__("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
+
+
+class _FatalFileError(Exception):
+    """The file cannot be read on: bad encoding, no header, broken CSV."""
+
+
+class RowInvalid(Exception):
+    pass
+
+
+@dataclass
+class ImportReport:
+    job_id: int
+    status: str
+    rows_read: int = 0
+    rows_imported: int = 0
+    rows_skipped: int = 0
+    labels_imported: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def detect_format(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise WorkbenchError(f"cannot tell the format of {name!r}: use a .csv or .jsonl file, or name the format")
+
+
+def _decoded_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Lines of a binary stream decoded as strict UTF-8, naming the line of a bad byte."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield decoder.decode(raw)
+        except UnicodeDecodeError as exc:
+            raise _FatalFileError(
+                f"line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+
+
+def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
+    limit = settings.IMPORT_MAX_FIELD_CHARS
+    csv.field_size_limit(max(limit * 10, 1_000_000))
+    reader = csv.reader(_decoded_lines(stream))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise _FatalFileError("the file is empty") from None
+    except csv.Error as exc:
+        raise _FatalFileError(f"row 0 (header): {exc}") from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise _FatalFileError("the header row is empty")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise _FatalFileError(f"header: column {repeated[0]!r} appears more than once")
+    number = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise _FatalFileError(f"row {number + 1}: {exc}") from None
+        number += 1
+        if not values:
+            continue
+        if len(values) != len(header):
+            yield f"row {number}", {"__error__": f"has {len(values)} fields; the header has {len(header)}"}
+            continue
+        yield f"row {number}", dict(zip(header, values))
+
+
+def _jsonl_rows(stream: IO[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for number, line in enumerate(_decoded_lines(stream), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield f"line {number}", {"__error__": f"not valid JSON ({exc.msg} at column {exc.colno})"}
+            continue
+        if not isinstance(value, dict):
+            yield f"line {number}", {"__error__": f"must be a JSON object, not {type(value).__name__}"}
+            continue
+        yield f"line {number}", value
+
+
+def read_rows(stream: IO[bytes], file_format: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (where, row) from a binary stream; `where` is "row N" or "line N"."""
+    if file_format == "csv":
+        return _csv_rows(stream)
+    if file_format == "jsonl":
+        return _jsonl_rows(stream)
+    raise WorkbenchError(f"unknown import format {file_format!r}; use csv or jsonl")
+
+
+@dataclass
+class _Draft:
+    where: str
+    external_id: str
+    data: dict[str, Any]
+    label: str | None
+
+
+def _content_id(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+    return "sha1:" + hashlib.sha1(canonical).hexdigest()
+
+
+def _scalar(name: str, value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        raise RowInvalid(f"field {name!r} must be a single value, not a {type(value).__name__}")
+    if isinstance(value, str) and len(value) > settings.IMPORT_MAX_FIELD_CHARS:
+        raise RowInvalid(
+            f"field {name!r} has {len(value):,} characters; the limit is "
+            f"{settings.IMPORT_MAX_FIELD_CHARS:,} (IMPORT_MAX_FIELD_CHARS)"
+        )
+    return value
+
+
+class RowValidator:
+    """Turns one parsed row into an item draft, or raises RowInvalid."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.labels = set(project.labels.values_list("name", flat=True))
+        self.label_list = ", ".join(sorted(self.labels))
+
+    def __call__(self, where: str, row: dict[str, Any]) -> _Draft:
+        if "__error__" in row:
+            raise RowInvalid(row["__error__"])
+        row = {str(k).strip(): _scalar(str(k), v) for k, v in row.items()}
+        external_id = next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), None)
+        label = row.get("label")
+        label = None if label is None or (isinstance(label, str) and not label.strip()) else str(label).strip()
+        if label is not None and label not in self.labels:
+            raise RowInvalid(f"label {label!r} is not in the label set {{{self.label_list}}}")
+        fields = {k: v for k, v in row.items() if k not in RESERVED}
+        if self.project.modality == Modality.TEXT:
+            text = fields.pop("text", None)
+            if text is None:
+                raise RowInvalid("missing field 'text'")
+            if not isinstance(text, str) or not text.strip():
+                raise RowInvalid("field 'text' is empty")
+            data: dict[str, Any] = {"text": text}
+            if fields:
+                data["meta"] = fields
+        else:
+            if not fields:
+                raise RowInvalid("no feature columns (every column is id or label)")
+            data = fields
+        if external_id is None:
+            external_id = _content_id(data)
+        external_id = str(external_id).strip()
+        if len(external_id) > 255:
+            raise RowInvalid(f"id has {len(external_id)} characters; the limit is 255")
+        return _Draft(where, external_id, data, label)
+
+
+def _cold_start_priority(seed: int, external_id: str) -> float:
+    """A seeded random number in [0, 1) that depends only on the item's id."""
+    digest = hashlib.blake2b(f"{seed}:{external_id}".encode(), digest_size=8).digest()
+    return struct.unpack(">Q", digest)[0] / 2**64
+
+
+class _Importer:
+    def __init__(self, project: Project, job: ImportJob, skip_bad_rows: bool, skip_existing: bool,
+                 progress: Callable[[int], None] | None) -> None:
+        self.project = project
+        self.job = job
+        self.skip_bad_rows = skip_bad_rows
+        self.skip_existing = skip_existing
+        self.progress = progress
+        self.validate = RowValidator(project)
+        self.label_ids = dict(project.labels.values_list("name", "id"))
+        self.report = ImportReport(job_id=job.pk, status=ImportStatus.RUNNING)
+        self.error_count = 0
+
+    def error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.report.errors) < MAX_REPORTED_ERRORS:
+            self.report.errors.append(message)
+
+    def run(self, rows: Iterator[tuple[str, dict[str, Any]]]) -> None:
+        batch: list[_Draft] = []
+        for where, row in rows:
+            self.report.rows_read += 1
+            try:
+                batch.append(self.validate(where, row))
+            except RowInvalid as exc:
+                self.error(f"{where}: {exc}")
+            if len(batch) >= settings.IMPORT_BATCH_ROWS:
+                self.flush(batch)
+                batch = []
+        self.flush(batch)
+        if self.report.rows_read == 0:
+            self.error("the file has no rows")
+
+    def flush(self, batch: list[_Draft]) -> None:
+        if batch:
+            self._insert(self._drop_duplicates(batch))
+        if self.progress:
+            self.progress(self.report.rows_read)
+
+    def _drop_duplicates(self, batch: list[_Draft]) -> list[_Draft]:
+        existing = dict(
+            Item.objects.filter(project=self.project, external_id__in=[d.external_id for d in batch])
+            .values_list("external_id", "import_job_id")
+        )
+        kept, seen = [], {}
+        for draft in batch:
+            if draft.external_id in seen or existing.get(draft.external_id, -1) == self.job.pk:
+                self.error(f"{draft.where}: id {draft.external_id!r} appears earlier in this file")
+            elif draft.external_id in existing:
+                if self.skip_existing:
+                    self.report.rows_skipped += 1
+                else:
+                    self.error(f"{draft.where}: id {draft.external_id!r} already exists in the project")
+            else:
+                seen[draft.external_id] = draft
+                kept.append(draft)
+        return kept
+
+    def _insert(self, drafts: list[_Draft]) -> None:
+        seed = self.project.cold_start_seed
+        items = Item.objects.bulk_create([
+            Item(
+                project=self.project, external_id=d.external_id, data=d.data, import_job=self.job,
+                priority=_cold_start_priority(seed, d.external_id),
+                annotation_count=1 if d.label else 0, done=bool(d.label),
+            )
+            for d in drafts
+        ])
+        annotations = [
+            Annotation(project=self.project, item=item, label_id=self.label_ids[d.label], source=AnnotationSource.IMPORT)
+            for item, d in zip(items, drafts) if d.label
+        ]
+        Annotation.objects.bulk_create(annotations)
+        self.report.rows_imported += len(items)
+        self.report.labels_imported += len(annotations)
+
+
+def import_items(
+    *, project: Project, stream: IO[bytes], file_format: str, source_name: str,
+    skip_bad_rows: bool = False, skip_existing: bool = False, user=None, task_id: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import items (and optional seed labels) from a CSV or JSONL byte stream.
+
+    The job record is committed first so a failure is recorded; the items go
+    in one transaction that is rolled back on any bad row unless
+    `skip_bad_rows`. Memory is bounded by settings.IMPORT_BATCH_ROWS.
+
+    Raises
+    ------
+    ImportFailed
+        With every error (up to 100) naming its row or line.
+    """
+    job = ImportJob.objects.create(
+        project=project, source_name=source_name[:255], file_format=file_format, task_id=task_id or "",
+        options={"skip_bad_rows": skip_bad_rows, "skip_existing": skip_existing}, created_by=user,
+    )
+    importer = _Importer(project, job, skip_bad_rows, skip_existing, progress)
+    try:
+        with transaction.atomic():
+            try:
+                importer.run(read_rows(stream, file_format))
+            except _FatalFileError as exc:
+                importer.error(str(exc))
+                raise ImportFailed(importer.report.errors) from None
+            if importer.error_count and (not skip_bad_rows or importer.report.rows_imported == 0):
+                raise ImportFailed(importer.report.errors)
+            if importer.report.labels_imported:
+                from learners.services.training import retrain_enqueue_on_commit
+
+                retrain_enqueue_on_commit(project_id=project.pk, reason="seed labels imported")
+    except ImportFailed as exc:
+        report = importer.report
+        report.status = ImportStatus.FAILED
+        report.rows_imported = report.labels_imported = report.rows_skipped = 0
+        _finish(job, report, importer.error_count)
+        exc.job = job
+        raise
+    report = importer.report
+    report.status = ImportStatus.SUCCEEDED
+    report.rows_skipped += importer.error_count
+    _finish(job, report, importer.error_count)
+    return report
+
+
+def _finish(job: ImportJob, report: ImportReport, error_count: int) -> None:
+    errors = list(report.errors)
+    if error_count > len(errors):
+        errors.append(f"... and {error_count - len(errors)} more errors")
+    report.errors = errors
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=report.status, rows_read=report.rows_read, rows_imported=report.rows_imported,
+        rows_skipped=report.rows_skipped, labels_imported=report.labels_imported,
+        errors=errors, finished_at=timezone.now(),
+    )
+
+
+def import_file(*, project: Project, path: str | Path, file_format: str | None = None, **options) -> ImportReport:
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"no file at {path}")
+    with path.open("rb") as stream:
+        return import_items(
+            project=project, stream=stream, file_format=file_format or detect_format(path.name),
+            source_name=path.name, **options,
+        )

@@ -1,0 +1,41 @@
+"""Creating projects with their label set, budget and owner."""
+from __future__ import annotations
+
+from django.db import transaction
+
+from annotate.errors import WorkbenchError
+from annotate.models import Budget, Label, Membership, Modality, Project, Role
+from learners.ml.estimators import ESTIMATORS
+from learners.ml.strategies import UTILITIES
+
+
+def project_create(
+    *, name: str, modality: str, labels: list[str], owner, query_strategy: str = "margin",
+    estimator: str = "logistic_regression", retrain_every: int = 10, overlap: int = 1,
+    lease_seconds: int = 600, max_labels: int | None = None, description: str = "",
+) -> Project:
+    if modality not in Modality.values:
+        raise WorkbenchError(f"modality {modality!r} is not one of {Modality.values}")
+    if query_strategy not in UTILITIES:
+        raise WorkbenchError(f"query strategy {query_strategy!r} is not one of {sorted(UTILITIES)}")
+    if estimator not in ESTIMATORS:
+        raise WorkbenchError(f"estimator {estimator!r} is not one of {sorted(ESTIMATORS)}")
+    names = [l.strip() for l in labels]
+    if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+        raise WorkbenchError(f"a label set needs at least two distinct, non-empty names; got {labels!r}")
+    with transaction.atomic():
+        project = Project.objects.create(
+            name=name, description=description, modality=modality, query_strategy=query_strategy,
+            estimator=estimator, retrain_every=retrain_every, overlap=overlap, lease_seconds=lease_seconds,
+        )
+        Label.objects.bulk_create([Label(project=project, name=n, position=i) for i, n in enumerate(names)])
+        Budget.objects.create(project=project, max_labels=max_labels)
+        Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    return project
+
+
+def membership_add(*, project: Project, user, role: str = Role.ANNOTATOR, quota: int | None = None) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        project=project, user=user, defaults={"role": role, "quota": quota}
+    )
+    return membership

@@ -1,0 +1,201 @@
+"""Serving items: `queue_next_item` leases the best item an annotator may label.
+
+Concurrency protocol: every change to an item's leases or annotations happens
+while its row is locked (SELECT ... FOR UPDATE on PostgreSQL; on SQLite every
+transaction takes the database write lock at BEGIN, see settings). The scan
+uses the denormalised counters on the item as a fast pre-filter and SKIP LOCKED
+so concurrent annotators walk past each other's candidates; once a row is
+locked the capacity check is redone exactly from the assignment rows, which no
+one else can change while we hold the lock.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from annotate.errors import NotAMember, QueueClosed
+from annotate.models import Assignment, AssignmentStatus, Budget, Item, Membership, Project
+
+# How many locked candidates to re-check before giving up on one request. A
+# stale counter costs one try; more than a handful means heavy churn.
+_MAX_TRIES = 8
+
+
+def membership_get(*, project: Project, user) -> Membership:
+    try:
+        return Membership.objects.get(project=project, user=user)
+    except Membership.DoesNotExist:
+        raise NotAMember(f"{user} is not a member of project '{project.name}'") from None
+
+
+def active_lease_count(*, project: Project, now: datetime) -> int:
+    return Assignment.objects.filter(
+        project=project, status=AssignmentStatus.ACTIVE, expires_at__gt=now
+    ).count()
+
+
+def budget_check(*, project: Project, membership: Membership, now: datetime, reserved: int) -> None:
+    """Raise QueueClosed when one more label would exceed a budget or quota.
+
+    `reserved` counts labels already promised to open leases, so a budget of
+    100 with 98 labels and 2 open leases serves nothing more.
+    """
+    if membership.quota is not None and membership.label_count >= membership.quota:
+        raise QueueClosed(
+            f"Your quota of {membership.quota} labels in this project is used up.", code="quota_spent"
+        )
+    try:
+        budget = project.budget
+    except Budget.DoesNotExist:
+        return
+    committed = project.label_count + reserved
+    if budget.max_labels is not None and committed >= budget.max_labels:
+        raise QueueClosed(
+            f"The project's budget of {budget.max_labels} labels is spent "
+            f"({project.label_count} given, {reserved} in progress).",
+            code="budget_spent",
+        )
+    if budget.max_cost is not None and budget.cost_per_label > 0:
+        if project.cost_spent + budget.cost_per_label * (reserved + 1) > budget.max_cost:
+            raise QueueClosed(
+                f"The project's budget of {budget.max_cost} is spent ({project.cost_spent} used).",
+                code="budget_spent",
+            )
+
+
+def _candidates(project: Project, annotator, now: datetime, tried: list[int]):
+    seen_by_me = Assignment.objects.filter(
+        item=OuterRef("pk"),
+        annotator=annotator,
+        status__in=[AssignmentStatus.ANNOTATED, AssignmentStatus.SKIPPED],
+    )
+    queryset = (
+        Item.objects.filter(project=project, done=False)
+        .alias(taken=F("annotation_count") + F("lease_count"))
+        .filter(Q(taken__lt=project.overlap) | Q(lease_expires_at__lte=now))
+        .filter(~Exists(seen_by_me))
+        .order_by("-priority", "id")
+    )
+    if tried:
+        queryset = queryset.exclude(pk__in=tried)
+    return queryset.select_for_update(skip_locked=True, of=("self",))
+
+
+def _lease_locked_item(item: Item, project: Project, annotator, now: datetime) -> Assignment | None:
+    """Lease `item` (already locked) to `annotator` if it still has room."""
+    Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE, expires_at__lte=now).update(
+        status=AssignmentStatus.EXPIRED
+    )
+    active = list(
+        Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE).values_list(
+            "annotator_id", "expires_at"
+        )
+    )
+    mine = Assignment.objects.filter(item=item, annotator=annotator).first()
+    has_room = item.annotation_count + len(active) < project.overlap
+    blocked = mine is not None and mine.status != AssignmentStatus.EXPIRED
+    if not has_room or blocked:
+        # The counters were stale; correct them so the scan stops offering it.
+        Item.objects.filter(pk=item.pk).update(
+            lease_count=len(active), lease_expires_at=max((e for _, e in active), default=None)
+        )
+        return None
+    expires_at = now + timedelta(seconds=project.lease_seconds)
+    if mine is None:
+        mine = Assignment.objects.create(
+            project=project, item=item, annotator=annotator,
+            status=AssignmentStatus.ACTIVE, leased_at=now, expires_at=expires_at,
+        )
+    else:
+        mine.status = AssignmentStatus.ACTIVE
+        mine.leased_at = now
+        mine.expires_at = expires_at
+        mine.finished_at = None
+        mine.save(update_fields=["status", "leased_at", "expires_at", "finished_at"])
+    Item.objects.filter(pk=item.pk).update(
+        lease_count=len(active) + 1,
+        lease_expires_at=max([expires_at, *(e for _, e in active)]),
+    )
+    mine.item = item
+    return mine
+
+
+def queue_next_item(*, project: Project, annotator) -> Assignment:
+    """Lease the highest-priority item `annotator` may label in `project`.
+
+    An annotator who already holds an unexpired lease gets it back (a reload
+    serves the same item). Otherwise the best open item with room under the
+    project's overlap, not yet annotated or skipped by this annotator, is
+    leased for `project.lease_seconds`.
+
+    Raises
+    ------
+    NotAMember
+        The user may not annotate this project.
+    QueueClosed
+        The budget or quota is spent, or no item is left for this annotator;
+        `code` is one of budget_spent, quota_spent, queue_empty.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        membership = membership_get(project=project, user=annotator)
+        held = (
+            Assignment.objects.filter(
+                project=project, annotator=annotator, status=AssignmentStatus.ACTIVE, expires_at__gt=now
+            )
+            .select_related("item")
+            .order_by("-leased_at")
+            .first()
+        )
+        if held is not None:
+            return held
+        project = Project.objects.select_related("budget").get(pk=project.pk)
+        budget_check(
+            project=project, membership=membership, now=now,
+            reserved=active_lease_count(project=project, now=now),
+        )
+        tried: list[int] = []
+        for _ in range(_MAX_TRIES):
+            item = _candidates(project, annotator, now, tried).first()
+            if item is None:
+                break
+            assignment = _lease_locked_item(item, project, annotator, now)
+            if assignment is not None:
+                return assignment
+            tried.append(item.pk)
+    raise QueueClosed("No items are left for you in this project.", code="queue_empty")
+
+
+def queue_reorder(
+    *, project: Project, item_ids, priorities, predicted_label_ids, confidences, version_number: int
+) -> None:
+    """Replace the queue order of `project` with a model's scores.
+
+    Call inside the transaction that records the model version, so annotators
+    see either the old order or the new one, never a mix.
+    """
+    from django.db import connection
+
+    rows = zip(
+        (float(p) for p in priorities),
+        (int(l) for l in predicted_label_ids),
+        (float(c) for c in confidences),
+        (int(i) for i in item_ids),
+    )
+    table = Item._meta.db_table
+    sql = (
+        f"UPDATE {table} SET priority = %s, predicted_label_id = %s, confidence = %s, "
+        f"scored_by_version = {int(version_number)} WHERE id = %s AND project_id = {int(project.pk)}"
+    )
+    with connection.cursor() as cursor:
+        batch: list[tuple] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == 10_000:
+                cursor.executemany(sql, batch)
+                batch.clear()
+        if batch:
+            cursor.executemany(sql, batch)

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from annotate.views import annotating, imports, projects
+
+urlpatterns = [
+    path("", projects.project_list, name="project-list"),
+    path("projects/<int:pk>/", projects.project_detail, name="project-detail"),
+    path("projects/<int:pk>/annotate/", annotating.annotate_page, name="annotate"),
+    path("projects/<int:pk>/annotate/label/", annotating.annotate_submit, name="annotate-submit"),
+    path("projects/<int:pk>/annotate/skip/", annotating.annotate_skip, name="annotate-skip"),
+    path("projects/<int:pk>/annotate/undo/", annotating.annotate_undo, name="annotate-undo"),
+    path("projects/<int:pk>/import/", imports.import_upload, name="import-upload"),
+    path("projects/<int:pk>/import/<str:task_id>/", imports.import_status, name="import-status"),
+]

@@ -1,0 +1,68 @@
+"""Upload a CSV/JSONL file; a worker imports it and the job page shows progress."""
+import uuid
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect, render
+
+from annotate.models import ImportJob
+from annotate.services.importing import detect_format
+from annotate.errors import WorkbenchError
+from annotate.views.common import project_for_member
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="UTF-8 CSV with a header row, or JSONL (one object per line).")
+    skip_bad_rows = forms.BooleanField(required=False, help_text="Import the good rows and report the bad ones.")
+    skip_existing = forms.BooleanField(required=False, help_text="Skip ids already in the project.")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        try:
+            self.cleaned_data["format"] = detect_format(upload.name)
+        except WorkbenchError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return upload
+
+
+@login_required
+def import_upload(request, pk: int):
+    project, _ = project_for_member(request, pk, owner=True)
+    form = ImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        from annotate.tasks import import_items
+
+        settings.UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
+        upload = form.cleaned_data["file"]
+        path = settings.UPLOAD_DIR / f"{uuid.uuid4().hex}-{upload.name[-80:]}"
+        with path.open("wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        task_id = uuid.uuid4().hex
+        kwargs = {
+            "project_id": project.pk, "path": str(path), "format": form.cleaned_data["format"],
+            "skip_bad_rows": form.cleaned_data["skip_bad_rows"],
+            "skip_existing": form.cleaned_data["skip_existing"],
+        }
+        transaction.on_commit(lambda: import_items.apply_async(kwargs=kwargs, task_id=task_id))
+        return redirect("import-status", pk=project.pk, task_id=task_id)
+    return render(request, "annotate/import_upload.html", {"project": project, "form": form})
+
+
+@login_required
+def import_status(request, pk: int, task_id: str):
+    project, _ = project_for_member(request, pk, owner=True)
+    from celery.result import AsyncResult
+
+    job = ImportJob.objects.filter(project=project, task_id=task_id).first()
+    result = AsyncResult(task_id)
+    state = result.state
+    info = result.info if isinstance(result.info, dict) else {}
+    failure = str(result.result) if state == "FAILURE" else None
+    finished = job is not None and job.status != "running"
+    return render(request, "annotate/import_status.html", {
+        "project": project, "job": job, "state": state, "info": info, "failure": failure,
+        "finished": finished or state == "FAILURE",
+    })

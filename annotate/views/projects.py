@@ -1,0 +1,26 @@
+"""Project list and project page."""
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+from annotate.models import Role
+from annotate.selectors import annotator_progress, projects_for_user, queue_status
+from annotate.views.common import project_for_member
+
+
+@login_required
+def project_list(request):
+    rows = [{"project": p, "status": queue_status(p)} for p in projects_for_user(request.user)]
+    return render(request, "annotate/project_list.html", {"rows": rows})
+
+
+@login_required
+def project_detail(request, pk: int):
+    project, membership = project_for_member(request, pk)
+    return render(request, "annotate/project_detail.html", {
+        "project": project,
+        "status": queue_status(project),
+        "mine": annotator_progress(project, request.user),
+        "is_owner": membership.role == Role.OWNER,
+        "imports": project.import_jobs.order_by("-id")[:10],
+        "versions": project.model_versions.defer("artifact").order_by("-number")[:10],
+    })

@@ -1,0 +1,30 @@
+"""Celery tasks of the machine side (public names under workbench.*)."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from annotate.models import Project
+from learners.services.training import model_version_train
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, name="workbench.retrain")
+def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
+    """Train the project's model on all its labels, score the pool and re-order the queue.
+
+    Idempotent per `request_id` (default: this task's id, so a redelivered
+    message makes no second version).
+    """
+    if not Project.objects.filter(pk=project_id).exists():
+        logger.warning("retrain: project %s is gone; nothing to do", project_id)
+        return {"status": "missing", "project_id": project_id}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    return model_version_train(
+        project_id=project_id, request_id=request_id or self.request.id or "direct", progress=progress
+    )

@@ -1,0 +1,132 @@
+"""Shared fixtures: a real Redis (embedded unless REDIS_URL is set) and a real Celery worker.
+
+The worker is a separate process started with the test settings and pointed at
+the test database, so tests that use it must commit their data
+(`transactional_db`).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from workbench.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: run with --run-slow (make test-all, CI)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """The suite's Redis: emptied first, so no task from an earlier run is delivered."""
+    server = None
+    if settings.EMBEDDED_REDIS:
+        server = EmbeddedRedis(settings.EMBEDDED_REDIS_SOCKET)
+        server.start()
+    client = redis_client()
+    client.ping()
+    client.flushdb()
+    yield client
+    if server is not None:
+        server.stop()
+
+
+def database_url_for_workers() -> str:
+    """A DATABASE_URL naming the database the tests run on (the test database)."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    auth = params["USER"] or ""
+    if params.get("PASSWORD"):
+        auth += f":{params['PASSWORD']}"
+    return f"postgres://{auth}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="workbench.settings_test",
+        DATABASE_URL=database_url_for_workers(),
+        REDIS_URL=settings.REDIS_URL,
+        WORKBENCH_DATA_DIR=str(settings.DATA_DIR),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, queues: str = "celery", name: str = "test-worker") -> None:
+        log = settings.DATA_DIR / f"{name}.log"
+        self.log_path = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workbench", "worker", "--pool", "solo",
+             "--loglevel", "INFO", "--queues", queues, "--hostname", f"{name}@%h", "--without-gossip",
+             "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"celery worker exited early:\n{self.log_path.read_text()[-3000:]}")
+            if "ready." in self.log_path.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, redis_server):
+    """One real `celery worker` process for the session, consuming the default queue."""
+    with django_db_blocker.unblock():
+        worker = WorkerProcess()
+    yield worker
+    worker.stop()
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
