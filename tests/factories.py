@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import itertools
 
 from django.contrib.auth import get_user_model
@@ -32,7 +33,7 @@ def add_annotator(project: Project, user=None, quota: int | None = None):
 
 def add_items(project: Project, texts: list[str], priorities: list[float] | None = None) -> list[Item]:
     """Items through the real importer; optional explicit priorities to pin the queue order."""
-    body = "".join(f'{{"id": "t{i}", "text": {text!r}}}\n'.replace("'", '"') for i, text in enumerate(texts))
+    body = "".join(json.dumps({"id": f"t{i}", "text": text}) + "\n" for i, text in enumerate(texts))
     import_items(project=project, stream=io.BytesIO(body.encode()), file_format="jsonl", source_name="t.jsonl")
     items = list(Item.objects.filter(project=project).order_by("id"))
     if priorities is not None:
