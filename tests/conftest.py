@@ -7,6 +7,7 @@ the test database, so tests that use it must commit their data
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -51,6 +52,14 @@ def redis_server():
     yield client
     if server is not None:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_run_data_dir():
+    """Delete this run's data dir at the end (see workbench.settings_test)."""
+    yield
+    if settings.DATA_DIR.name == f"run-{os.getpid()}":
+        shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
 
 
 def database_url_for_workers() -> str:

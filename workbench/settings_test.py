@@ -8,7 +8,12 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("SECRET_KEY", "test-only-not-secret")
-os.environ.setdefault("WORKBENCH_DATA_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# One data dir (SQLite test database, embedded Redis socket, logs) per test
+# run, so two runs on one machine never share them. Worker processes started
+# by the tests inherit the variable and so the same folder.
+os.environ.setdefault(
+    "WORKBENCH_DATA_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test" / f"run-{os.getpid()}")
+)
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 
 from workbench.settings import *  # noqa: E402,F401,F403

@@ -1,0 +1,143 @@
+"""The server-rendered UI: permissions, escaping, forms, and the upload going through a worker."""
+import pytest
+from django.urls import reverse
+
+from annotate.models import Annotation, Assignment, ImportJob, Item
+from tests.conftest import wait_for
+from tests.factories import add_annotator, add_items, make_project, make_user
+
+
+@pytest.fixture
+def owner():
+    return make_user("owner")
+
+
+@pytest.fixture
+def project(owner):
+    project = make_project(owner, labels=("cat", "dog"), retrain_every=1000)
+    add_items(project, ["first <script>alert(1)</script>", "second"], priorities=[0.9, 0.1])
+    return project
+
+
+@pytest.mark.django_db
+def test_pages_need_login(client, project):
+    response = client.get(reverse("annotate", args=[project.pk]))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_outsider_gets_404_everywhere(client, project):
+    client.force_login(make_user("outsider"))
+    for name in ("project-detail", "annotate", "import-upload"):
+        assert client.get(reverse(name, args=[project.pk])).status_code == 404
+    assert client.post(reverse("annotate-submit", args=[project.pk]), {"item": 1, "label": "cat"}).status_code == 404
+    assert Annotation.objects.count() == 0
+    listing = client.get(reverse("project-list")).content.decode()
+    assert project.name not in listing and "not a member of any project" in listing
+
+
+@pytest.mark.django_db
+def test_annotator_cannot_import(client, project):
+    client.force_login(add_annotator(project))
+    assert client.get(reverse("import-upload", args=[project.pk])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_annotate_page_escapes_item_text_and_shows_labels(client, owner, project):
+    client.force_login(owner)
+    html = client.get(reverse("annotate", args=[project.pk])).content.decode()
+
+    assert "first &lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>alert(1)" not in html
+    import re
+    buttons = re.findall(r'<button type="submit" name="label" value="(\w+)" data-key="(\d)"', html)
+    assert buttons == [("cat", "1"), ("dog", "2")]
+    assert "No model yet." in html
+
+
+@pytest.mark.django_db
+def test_label_skip_and_undo_forms(client, owner, project):
+    client.force_login(owner)
+    first = Item.objects.get(project=project, external_id="t0")
+    second = Item.objects.get(project=project, external_id="t1")
+    client.get(reverse("annotate", args=[project.pk]))
+
+    response = client.post(reverse("annotate-submit", args=[project.pk]), {"item": first.pk, "label": "dog"})
+    assert response.status_code == 302
+    assert Annotation.objects.get().label.name == "dog"
+
+    client.get(reverse("annotate", args=[project.pk]))
+    client.post(reverse("annotate-skip", args=[project.pk]), {"item": second.pk})
+    assert Assignment.objects.get(item=second).status == "skipped"
+
+    client.post(reverse("annotate-undo", args=[project.pk]))
+    assert Annotation.objects.count() == 0
+    html = client.get(reverse("annotate", args=[project.pk])).content.decode()
+    assert f'data-item-id="{first.pk}"' in html
+
+
+@pytest.mark.django_db
+def test_unknown_label_shows_an_error_and_writes_nothing(client, owner, project):
+    client.force_login(owner)
+    client.get(reverse("annotate", args=[project.pk]))
+    item = Item.objects.get(project=project, external_id="t0")
+
+    response = client.post(reverse("annotate-submit", args=[project.pk]), {"item": item.pk, "label": "cow"}, follow=True)
+
+    assert "label &#x27;cow&#x27; is not in the label set {cat, dog}" in response.content.decode()
+    assert Annotation.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_queue_closed_message_when_budget_spent(client, owner, project):
+    project.budget.max_labels = 0
+    project.budget.save()
+    client.force_login(owner)
+    html = client.get(reverse("annotate", args=[project.pk])).content.decode()
+    assert 'data-code="budget_spent"' in html and "budget of 0 labels is spent" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_form_imports_through_the_worker(client, celery_worker, owner):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    project = make_project(owner, labels=("cat", "dog"))
+    client.force_login(owner)
+    upload = SimpleUploadedFile("items.csv", b"id,text,label\na,meow,cat\nb,woof,\n", content_type="text/csv")
+
+    response = client.post(reverse("import-upload", args=[project.pk]), {"file": upload})
+
+    assert response.status_code == 302
+    job = wait_for(lambda: ImportJob.objects.filter(project=project, status="succeeded").first(), timeout=60,
+                   message="the worker to import the upload")
+    assert (job.rows_imported, job.labels_imported) == (2, 1)
+    page = client.get(response["Location"]).content.decode()
+    assert "succeeded" in page and "2 imported" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_upload_reports_rows_and_imports_nothing(client, celery_worker, owner):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    project = make_project(owner, labels=("cat", "dog"))
+    client.force_login(owner)
+    upload = SimpleUploadedFile("items.csv", b"id,text,label\na,meow,cta\n", content_type="text/csv")
+
+    response = client.post(reverse("import-upload", args=[project.pk]), {"file": upload})
+
+    wait_for(lambda: ImportJob.objects.filter(project=project, status="failed").exists(), timeout=60,
+             message="the import to fail")
+    page = client.get(response["Location"]).content.decode()
+    assert "row 1: label &#x27;cta&#x27; is not in the label set {cat, dog}" in page
+    assert "Nothing was imported" in page
+    assert Item.objects.filter(project=project).count() == 0
+
+
+@pytest.mark.django_db
+def test_upload_form_refuses_unknown_extension(client, owner, project):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(owner)
+    response = client.post(reverse("import-upload", args=[project.pk]),
+                           {"file": SimpleUploadedFile("x.xlsx", b"abc")})
+    assert response.status_code == 200 and "use a .csv or .jsonl file" in response.content.decode()
