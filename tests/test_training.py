@@ -104,3 +104,24 @@ def test_retrain_request_is_made_once_per_n_labels(django_capture_on_commit_call
     assert requests == 2  # after labels 3 and 6
     project.refresh_from_db()
     assert project.retrain_requested_at == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unreachable_broker_keeps_the_label_and_asks_again_on_the_next_one(settings, tmp_path, caplog):
+    from workbench.celery import _sender
+
+    project = make_project(labels=("cat", "dog"), retrain_every=1)
+    add_items(project, ["a", "b"])
+    annotator = add_annotator(project)
+    settings.CELERY_BROKER_URL = f"redis+socket://{tmp_path}/no-redis-here.sock"
+    _sender.cache_clear()
+    try:
+        served = queue_next_item(project=project, annotator=annotator)
+        annotation_create(project=project, annotator=annotator, item_id=served.item_id, label="cat")
+    finally:
+        _sender.cache_clear()
+
+    assert Annotation.objects.filter(project=project).count() == 1
+    assert "could not enqueue retrain" in caplog.text
+    project.refresh_from_db()
+    assert project.retrain_requested_at == 0, "the request is re-armed so the next label asks again"

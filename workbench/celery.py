@@ -1,4 +1,8 @@
-"""The Celery app. Tasks live in each app's tasks.py under stable `workbench.*` names."""
+"""The Celery app, and `enqueue`, the one way the workbench's own code sends tasks.
+
+Tasks live in each app's tasks.py under stable `workbench.*` names.
+"""
+import functools
 import os
 
 from celery import Celery
@@ -8,3 +12,25 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workbench.settings")
 app = Celery("workbench")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@functools.cache
+def _sender() -> Celery:
+    # Broker only, no result backend: Celery's Redis backend subscribes the
+    # sender to every task's result, which a web process never reads (the
+    # subscriptions pile up, and a Redis outage turns into a RuntimeError
+    # after retries). The worker still stores state, progress and results.
+    from django.conf import settings
+
+    sender = Celery("workbench-sender", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+    sender.conf.task_publish_retry_policy = settings.CELERY_TASK_PUBLISH_RETRY_POLICY
+    sender.conf.broker_connection_retry_on_startup = True
+    return sender
+
+
+def enqueue(name: str, *, task_id: str | None = None, **kwargs) -> str:
+    """Send task `name` with keyword arguments; returns the task id.
+
+    Raises kombu.exceptions.OperationalError when the broker cannot be reached.
+    """
+    return _sender().send_task(name, kwargs=kwargs, task_id=task_id).id

@@ -4,13 +4,14 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
+from kombu.exceptions import OperationalError
 from django.shortcuts import get_object_or_404, redirect, render
 
 from annotate.models import ImportJob
 from annotate.services.importing import detect_format
 from annotate.errors import WorkbenchError
 from annotate.views.common import project_for_member
+from workbench.celery import enqueue
 
 
 class ImportForm(forms.Form):
@@ -32,8 +33,6 @@ def import_upload(request, pk: int):
     project, _ = project_for_member(request, pk, owner=True)
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        from annotate.tasks import import_items
-
         settings.UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
         upload = form.cleaned_data["file"]
         path = settings.UPLOAD_DIR / f"{uuid.uuid4().hex}-{upload.name[-80:]}"
@@ -46,8 +45,13 @@ def import_upload(request, pk: int):
             "skip_bad_rows": form.cleaned_data["skip_bad_rows"],
             "skip_existing": form.cleaned_data["skip_existing"],
         }
-        transaction.on_commit(lambda: import_items.apply_async(kwargs=kwargs, task_id=task_id))
-        return redirect("import-status", pk=project.pk, task_id=task_id)
+        try:
+            enqueue("workbench.import_items", task_id=task_id, **kwargs)
+        except OperationalError as exc:
+            path.unlink(missing_ok=True)
+            form.add_error(None, f"The task queue cannot be reached, so nothing was imported: {exc}")
+        else:
+            return redirect("import-status", pk=project.pk, task_id=task_id)
     return render(request, "annotate/import_upload.html", {"project": project, "form": form})
 
 

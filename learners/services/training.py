@@ -11,6 +11,7 @@ import joblib
 import numpy as np
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from kombu.exceptions import OperationalError
 
 from annotate.models import Annotation, Item, Project
 from annotate.services.queue import queue_reorder
@@ -18,6 +19,7 @@ from learners.ml.estimators import estimator_for
 from learners.ml.evaluation import cross_validated_accuracy
 from learners.ml.strategies import utility_for
 from learners.models import ModelVersion
+from workbench.celery import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +34,9 @@ def retrain_enqueue_on_commit(*, project_id: int, reason: str, rearm_from: int |
     logged and, with `rearm_from`, the project's retrain marker is put back so
     the next label asks again instead of the request being lost.
     """
-    from kombu.exceptions import OperationalError
-
-    from learners.tasks import retrain
-
     def send() -> None:
         try:
-            # Nobody waits on this result (the outcome is the ModelVersion row), and
-            # not subscribing to it keeps a Redis outage a broker error we handle.
-            retrain.apply_async(kwargs={"project_id": project_id}, ignore_result=True)
+            enqueue("workbench.retrain", project_id=project_id)
         except OperationalError as exc:
             logger.error("could not enqueue retrain of project %s (%s): %s", project_id, reason, exc)
             if rearm_from is not None:

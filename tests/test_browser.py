@@ -1,0 +1,266 @@
+"""End-to-end tests in a real browser: headless Debian Chromium driven by Playwright.
+
+The app runs under pytest-django's `live_server` (a real HTTP server thread on
+the test database), so every test commits its data (`transaction=True`) and
+checks the outcome in the database as well as on the page. Keys are pressed
+with the real keyboard, so annotate.js and the plain forms behind it are what
+is tested.
+
+Chromium comes from Debian (`make chromium`, which needs root); without
+/usr/bin/chromium these tests are skipped, saying why. Screenshots land in
+`test-artifacts/` at the repository root (git-ignored).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an asyncio event loop in the main thread, and
+# Django refuses ORM calls from a thread with a running loop unless told.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+from annotate.models import (  # noqa: E402
+    Annotation, AnnotationSource, Assignment, AssignmentStatus, Membership,
+)
+from tests.factories import add_annotator, add_items, make_project, make_user  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+PASSWORD = "pw-for-tests"  # tests.factories.make_user's default
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TIMEOUT_MS = 10_000
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # WhiteNoise serves from the finders here (WHITENOISE_USE_FINDERS); it only warns
+    # that STATIC_ROOT (filled by collectstatic, never run in tests) does not exist.
+    pytest.mark.filterwarnings("ignore:No directory at:UserWarning"),
+]
+
+
+# --- browser fixtures -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module; skipped when Debian's chromium is absent."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (run `make chromium` as root); browser tests skipped")
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    except Exception:
+        playwright.stop()
+        raise
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def new_page(browser, request):
+    """Factory of pages, each in its own browser context (own cookies, own session).
+
+    Uncaught JavaScript errors fail the test; every page's last state is saved as
+    test-artifacts/<test>-<n>-final.png for debugging.
+    """
+    ARTIFACTS.mkdir(exist_ok=True)
+    contexts, pages, js_errors = [], [], []
+
+    def make():
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+        contexts.append(context)
+        pages.append(page)
+        return page
+
+    yield make
+    for n, page in enumerate(pages):
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-{n}-final.png"), full_page=True)
+        except Exception:  # a screenshot is a debugging aid; never mask the test's own result
+            pass
+    for context in contexts:
+        context.close()
+    assert not js_errors, f"uncaught JavaScript errors: {js_errors}"
+
+
+# --- helpers ----------------------------------------------------------------
+
+def log_in(page, live_server, user) -> None:
+    """Log in through the real login form, typing the credentials."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").press_sequentially(user.username)
+    page.get_by_label("Password").press_sequentially(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/")
+    expect(page.locator(".topbar .who")).to_have_text(user.username)
+
+
+def open_annotate(page, live_server, project) -> int:
+    """Go to the annotate screen; the id of the item it shows."""
+    response = page.goto(f"{live_server.url}/projects/{project.pk}/annotate/")
+    assert response is not None and response.status == 200
+    return shown_item_id(page)
+
+
+def shown_item_id(page) -> int:
+    return int(page.locator("#item").get_attribute("data-item-id"))
+
+
+def press_and_wait(page, key: str, before: int) -> int:
+    """Press `key` on the annotate screen; wait for the next page to show another item
+    and to finish loading (so annotate.js listens again); the new item's id."""
+    from playwright.sync_api import expect
+
+    page.keyboard.press(key)
+    # A positive wait: it matches only in the next document, never in the gap between two.
+    expect(page.locator(f'#item:not([data-item-id="{before}"])')).to_be_visible()
+    page.wait_for_load_state("load")
+    return shown_item_id(page)
+
+
+# --- tests ------------------------------------------------------------------
+
+def test_annotator_labels_ten_items_with_number_keys_and_undoes_one(live_server, new_page):
+    from playwright.sync_api import expect
+
+    labels = ("business", "sport", "tech")
+    project = make_project(labels=labels, retrain_every=1000)
+    annotator = add_annotator(project)
+    # Distinct priorities in an order unlike the id order: 7 is coprime with 15.
+    priorities = [((i * 7) % 15) / 10 for i in range(15)]
+    items = add_items(project, [f"news story number {i}" for i in range(15)], priorities=priorities)
+    by_priority = [item.pk for item in sorted(items, key=lambda item: -item.priority)]
+
+    page = new_page()
+    log_in(page, live_server, annotator)
+    current = open_annotate(page, live_server, project)
+    # The page lists the labels in position order, keyed 1..3.
+    for key, name in enumerate(labels, start=1):
+        expect(page.locator(f'#label-form button[data-key="{key}"]')).to_contain_text(name)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "annotate-page.png"), full_page=True)
+
+    keys = ["1", "2", "3", "1", "3", "2", "2", "1", "3", "1"]
+    served, given = [current], {}
+    for key in keys:
+        given[current] = labels[int(key) - 1]
+        current = press_and_wait(page, key, current)
+        served.append(current)
+
+    # Ten labels given, the eleventh item shown, best priority first throughout.
+    assert served == by_priority[:11]
+    expect(page.locator("#progress")).to_contain_text("Project: 10 labels")
+
+    undone = served[9]
+    current = press_and_wait(page, "U", current)
+    assert current == undone
+    expect(page.locator(".messages")).to_contain_text("Your last label was taken back")
+    expect(page.locator("#progress")).to_contain_text("Project: 9 labels")
+    page.screenshot(path=str(ARTIFACTS / "annotate-after-undo.png"), full_page=True)
+
+    human = Annotation.objects.filter(project=project, annotator=annotator, source=AnnotationSource.HUMAN)
+    assert human.count() == 9
+    assert {a.item_id: a.label.name for a in human.select_related("label")} == {
+        item_id: label for item_id, label in given.items() if item_id != undone
+    }
+    assert not Annotation.objects.filter(item_id=undone).exists()
+    assert Assignment.objects.get(item_id=undone, annotator=annotator).status == AssignmentStatus.ACTIVE
+    assert shown_item_id(page) == undone
+    project.refresh_from_db()
+    assert project.label_count == 9
+    assert Membership.objects.get(project=project, user=annotator).label_count == 9
+
+
+def test_item_content_is_escaped(live_server, new_page):
+    from playwright.sync_api import expect
+
+    hostile = "<script>window.__pwned = 1</script><b>bold</b>"
+    project = make_project(retrain_every=1000)
+    annotator = add_annotator(project)
+    add_items(project, [hostile])
+
+    page = new_page()
+    log_in(page, live_server, annotator)
+    open_annotate(page, live_server, project)
+
+    text = page.locator("#item-text")
+    expect(text).to_have_text(hostile)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert text.locator("b").count() == 0
+    assert text.locator("script").count() == 0
+
+
+def test_outsider_sees_no_project(live_server, new_page):
+    from playwright.sync_api import expect
+
+    owner = make_user()
+    project = make_project(owner, retrain_every=1000)
+    add_items(project, ["a", "b"])
+    outsider = make_user()
+    urls = [f"{live_server.url}/projects/{project.pk}/", f"{live_server.url}/projects/{project.pk}/annotate/"]
+
+    # The owner, a member, gets both pages: the 404s below are about membership.
+    page = new_page()
+    log_in(page, live_server, owner)
+    for url in urls:
+        assert page.goto(url).status == 200
+
+    page = new_page()
+    log_in(page, live_server, outsider)
+    expect(page.locator("main")).not_to_contain_text(project.name)
+    for url in urls:
+        response = page.goto(url)
+        assert response.status == 404, url
+        expect(page.locator("body")).not_to_contain_text(project.name)
+    assert not Assignment.objects.filter(annotator=outsider).exists()
+
+
+def test_s_key_skips_and_the_item_is_not_served_again(live_server, new_page):
+    from playwright.sync_api import expect
+
+    project = make_project(retrain_every=1000)
+    annotator = add_annotator(project)
+    items = add_items(project, ["first", "second", "third"], priorities=[0.9, 0.5, 0.1])
+
+    page = new_page()
+    log_in(page, live_server, annotator)
+    skipped = open_annotate(page, live_server, project)
+    assert skipped == items[0].pk
+
+    current = press_and_wait(page, "S", skipped)
+    assert current == items[1].pk
+    assignment = Assignment.objects.get(item_id=skipped, annotator=annotator)
+    assert assignment.status == AssignmentStatus.SKIPPED
+    assert assignment.finished_at is not None
+
+    # A reload serves the held lease, not the skipped item.
+    page.reload()
+    assert shown_item_id(page) == current
+
+    # Label the rest: the queue closes without ever coming back to the skipped item.
+    current = press_and_wait(page, "1", current)
+    assert current == items[2].pk
+    page.keyboard.press("1")
+    closed = page.locator("#queue-closed")
+    expect(closed).to_have_attribute("data-code", "queue_empty")
+    expect(page.locator("#item")).to_have_count(0)
+    page.wait_for_load_state("load")
+    page.screenshot(path=str(ARTIFACTS / "annotate-queue-closed.png"), full_page=True)
+
+    assert Assignment.objects.get(item_id=skipped, annotator=annotator).status == AssignmentStatus.SKIPPED
+    assert not Annotation.objects.filter(item_id=skipped).exists()
+    assert set(Annotation.objects.filter(annotator=annotator).values_list("item_id", flat=True)) == {
+        items[1].pk, items[2].pk,
+    }
