@@ -17,14 +17,8 @@ from pathlib import Path
 
 import pytest
 
-# Playwright's sync API runs an asyncio event loop in the main thread, and
-# Django refuses ORM calls from a thread with a running loop unless told.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-from annotate.models import (  # noqa: E402
-    Annotation, AnnotationSource, Assignment, AssignmentStatus, Membership,
-)
-from tests.factories import add_annotator, add_items, make_project, make_user  # noqa: E402
+from annotate.models import Annotation, AnnotationSource, Assignment, AssignmentStatus, Membership
+from tests.factories import add_annotator, add_items, make_project, make_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -35,12 +29,7 @@ PASSWORD = "pw-for-tests"  # tests.factories.make_user's default
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 10_000
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    # WhiteNoise serves from the finders here (WHITENOISE_USE_FINDERS); it only warns
-    # that STATIC_ROOT (filled by collectstatic, never run in tests) does not exist.
-    pytest.mark.filterwarnings("ignore:No directory at:UserWarning"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # --- browser fixtures -------------------------------------------------------
@@ -52,6 +41,11 @@ def browser():
         pytest.skip(f"{CHROMIUM} is not installed (run `make chromium` as root); browser tests skipped")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API runs an asyncio event loop in the main thread, and
+    # Django refuses ORM calls from a thread with a running loop unless told;
+    # allowed only while this module's browser is up.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     playwright = sync_playwright().start()
     try:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -61,6 +55,10 @@ def browser():
     yield browser
     browser.close()
     playwright.stop()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
