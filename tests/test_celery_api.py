@@ -120,14 +120,19 @@ def test_import_task_by_name_imports_or_rejects_cleanly(celery_worker, tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text("id,text,label\n1,a,cta\n")
 
-    report = client.send_task("workbench.import_items", kwargs={"project_id": project.pk, "path": str(good)}).get(timeout=60)
-    failed = client.send_task("workbench.import_items", kwargs={"project_id": project.pk, "path": str(bad)})
+    try:
+        report = client.send_task("workbench.import_items", kwargs={"project_id": project.pk, "path": str(good)}).get(timeout=60)
+        failed = client.send_task("workbench.import_items", kwargs={"project_id": project.pk, "path": str(bad)})
 
-    assert report["rows_imported"] == 2 and report["status"] == "succeeded"
-    with pytest.raises(Exception, match=r"row 1: label 'cta' is not in the label set \{cat, dog\}"):
-        failed.get(timeout=60)
-    assert failed.state == "FAILURE"
-    assert Item.objects.filter(project=project).count() == 2
-    missing = client.send_task("workbench.queue_status", kwargs={"project_id": 999_999})
-    with pytest.raises(Exception, match="project 999999 does not exist"):
-        missing.get(timeout=60)
+        assert report["rows_imported"] == 2 and report["status"] == "succeeded"
+        with pytest.raises(Exception, match=r"row 1: label 'cta' is not in the label set \{cat, dog\}"):
+            failed.get(timeout=60)
+        assert failed.state == "FAILURE"
+        assert Item.objects.filter(project=project).count() == 2
+        missing = client.send_task("workbench.queue_status", kwargs={"project_id": 999_999})
+        with pytest.raises(Exception, match="project 999999 does not exist"):
+            missing.get(timeout=60)
+    finally:
+        # Close the result subscription now, not when the suite's Redis is gone.
+        client.backend.result_consumer.stop()
+        client.close()
