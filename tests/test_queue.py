@@ -190,3 +190,18 @@ def test_undo_restores_counters_and_serves_the_item_again(project):
     assert queue_next_item(project=project, annotator=alice).item_id == items[0].pk
     with pytest.raises(NothingToUndo):
         annotation_undo_last(project=project, annotator=alice)
+
+
+def test_label_refused_by_a_spent_budget_gives_the_item_back(project):
+    items = add_items(project, ["a", "b"], priorities=[0.9, 0.1])
+    alice = add_annotator(project)
+    queue_next_item(project=project, annotator=alice)
+    Budget.objects.filter(project=project).update(max_labels=0)  # the owner cut the budget meanwhile
+
+    with pytest.raises(QueueClosed) as refused:
+        annotation_create(project=project, annotator=alice, item_id=items[0].pk, label="cat")
+
+    assert refused.value.code == "budget_spent"
+    assert Annotation.objects.count() == 0
+    assert Assignment.objects.get(item=items[0]).status == AssignmentStatus.EXPIRED
+    assert Item.objects.get(pk=items[0].pk).lease_count == 0

@@ -19,12 +19,12 @@ from annotate.services.queue import membership_get
 
 
 def _lock_project(project: Project) -> Project:
-    return Project.objects.select_for_update().get(pk=project.pk)
+    return Project.objects.select_for_update(no_key=True).get(pk=project.pk)
 
 
 def _lock_item(project: Project, item_id: int) -> Item:
     try:
-        return Item.objects.select_for_update().get(project=project, pk=item_id)
+        return Item.objects.select_for_update(no_key=True).get(project=project, pk=item_id)
     except Item.DoesNotExist:
         raise LeaseError(f"item {item_id} is not in project '{project.name}'") from None
 
@@ -69,8 +69,6 @@ def annotation_create(*, project: Project, annotator, item_id: int, label: str |
     project's overlap, so a slow annotator's work is not thrown away.
     Enqueues a retrain on commit every `project.retrain_every` labels.
     """
-    from learners.services.training import retrain_enqueue_on_commit
-
     now = timezone.now()
     with transaction.atomic():
         project = _lock_project(project)
@@ -85,27 +83,42 @@ def annotation_create(*, project: Project, annotator, item_id: int, label: str |
             )
         try:
             _spend_check(project, membership)
-        except QueueClosed:
+        except QueueClosed as closed:
+            # Give the item back and commit that before refusing the label.
+            refusal = closed
             _release(assignment, item, project, AssignmentStatus.EXPIRED, now)
-            raise
-        budget = getattr(project, "budget", None)
-        cost = budget.cost_per_label if budget is not None else 0
-        annotation = Annotation.objects.create(
-            project=project, item=item, annotator=annotator, label=chosen,
-            source=AnnotationSource.HUMAN, cost=cost,
-            seconds=(now - assignment.leased_at).total_seconds(),
+        else:
+            refusal = None
+            annotation = _annotation_store(project, membership, assignment, item, chosen, annotator, now)
+    if refusal is not None:
+        raise refusal
+    return annotation
+
+
+def _annotation_store(
+    project: Project, membership: Membership, assignment: Assignment, item: Item, label: Label, annotator, now
+) -> Annotation:
+    """Write the label and every counter it moves; the caller holds the project and item locks."""
+    from learners.services.training import retrain_enqueue_on_commit
+
+    budget = getattr(project, "budget", None)
+    cost = budget.cost_per_label if budget is not None else 0
+    annotation = Annotation.objects.create(
+        project=project, item=item, annotator=annotator, label=label,
+        source=AnnotationSource.HUMAN, cost=cost,
+        seconds=(now - assignment.leased_at).total_seconds(),
+    )
+    _release(assignment, item, project, AssignmentStatus.ANNOTATED, now, annotated=True)
+    Membership.objects.filter(pk=membership.pk).update(label_count=F("label_count") + 1)
+    Project.objects.filter(pk=project.pk).update(
+        label_count=F("label_count") + 1, cost_spent=F("cost_spent") + cost
+    )
+    new_count = project.label_count + 1
+    if new_count - project.retrain_requested_at >= project.retrain_every:
+        Project.objects.filter(pk=project.pk).update(retrain_requested_at=new_count)
+        retrain_enqueue_on_commit(
+            project_id=project.pk, reason=f"{new_count} labels", rearm_from=project.retrain_requested_at
         )
-        _release(assignment, item, project, AssignmentStatus.ANNOTATED, now, annotated=True)
-        Membership.objects.filter(pk=membership.pk).update(label_count=F("label_count") + 1)
-        Project.objects.filter(pk=project.pk).update(
-            label_count=F("label_count") + 1, cost_spent=F("cost_spent") + cost
-        )
-        new_count = project.label_count + 1
-        if new_count - project.retrain_requested_at >= project.retrain_every:
-            Project.objects.filter(pk=project.pk).update(retrain_requested_at=new_count)
-            retrain_enqueue_on_commit(
-                project_id=project.pk, reason=f"{new_count} labels", rearm_from=project.retrain_requested_at
-            )
     return annotation
 
 

@@ -7,6 +7,12 @@ uses the denormalised counters on the item as a fast pre-filter and SKIP LOCKED
 so concurrent annotators walk past each other's candidates; once a row is
 locked the capacity check is redone exactly from the assignment rows, which no
 one else can change while we hold the lock.
+
+Row locks are FOR NO KEY UPDATE, never FOR UPDATE: Django's foreign keys on
+PostgreSQL are checked at COMMIT with FOR KEY SHARE on the referenced rows,
+which FOR UPDATE blocks, so a lease committing (checking its project) and an
+annotation holding that project while it waits for the leased item would
+deadlock. No transaction here changes a key.
 """
 from __future__ import annotations
 
@@ -66,6 +72,14 @@ def budget_check(*, project: Project, membership: Membership, now: datetime, res
             )
 
 
+def _has_project_limit(project: Project) -> bool:
+    try:
+        budget = project.budget
+    except Budget.DoesNotExist:
+        return False
+    return budget.max_labels is not None or (budget.max_cost is not None and budget.cost_per_label > 0)
+
+
 def _candidates(project: Project, annotator, now: datetime, tried: list[int]):
     seen_by_me = Assignment.objects.filter(
         item=OuterRef("pk"),
@@ -81,7 +95,7 @@ def _candidates(project: Project, annotator, now: datetime, tried: list[int]):
     )
     if tried:
         queryset = queryset.exclude(pk__in=tried)
-    return queryset.select_for_update(skip_locked=True, of=("self",))
+    return queryset.select_for_update(skip_locked=True, of=("self",), no_key=True)
 
 
 def _lease_locked_item(item: Item, project: Project, annotator, now: datetime) -> Assignment | None:
@@ -153,6 +167,14 @@ def queue_next_item(*, project: Project, annotator) -> Assignment:
         if held is not None:
             return held
         project = Project.objects.select_related("budget").get(pk=project.pk)
+        if _has_project_limit(project):
+            # Exact budget accounting needs the project's counters as committed:
+            # lock its row (the same lock annotating takes first, so the order
+            # project -> item holds everywhere).
+            project = (
+                Project.objects.select_for_update(no_key=True, of=("self",))
+                .select_related("budget").get(pk=project.pk)
+            )
         budget_check(
             project=project, membership=membership, now=now,
             reserved=active_lease_count(project=project, now=now),

@@ -150,7 +150,7 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
     joblib.dump(estimator, buffer)
     try:
         with transaction.atomic():
-            project = Project.objects.select_for_update().get(pk=project_id)
+            project = Project.objects.select_for_update(no_key=True).get(pk=project_id)
             number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
             version = ModelVersion.objects.create(
                 project=project, number=number, request_id=request_id,
