@@ -17,10 +17,9 @@ from annotate.services.queue import queue_next_item
 
 
 def _project(request, pk: int) -> Project:
-    project = get_object_or_404(Project, pk=pk)
-    if not Membership.objects.filter(project=project, user=request.user).exists():
-        raise Http404("No such project")
-    return project
+    """The project; membership is checked by the service each endpoint calls
+    (NotAMember answers 404, so outsiders learn nothing)."""
+    return get_object_or_404(Project, pk=pk)
 
 
 def _error(exc: WorkbenchError) -> Response:
@@ -108,4 +107,7 @@ def undo(request, pk: int):
 
 @api_view(["GET"])
 def status_view(request, pk: int):
-    return Response(queue_status(_project(request, pk)))
+    project = _project(request, pk)
+    if not Membership.objects.filter(project=project, user=request.user).exists():
+        raise Http404("No such project")
+    return Response(queue_status(project))

@@ -6,6 +6,7 @@ with each other; the queue scan locks item rows only.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import F
@@ -15,11 +16,11 @@ from annotate.errors import LeaseError, NothingToUndo, QueueClosed, UnknownLabel
 from annotate.models import (
     Annotation, AnnotationSource, Assignment, AssignmentStatus, Budget, Item, Label, Membership, Project,
 )
-from annotate.services.queue import membership_get
+from annotate.services.queue import item_assignments, item_counters_update, membership_get
 
 
 def _lock_project(project: Project) -> Project:
-    return Project.objects.select_for_update(no_key=True).get(pk=project.pk)
+    return Project.objects.select_for_update(no_key=True, of=("self",)).select_related("budget").get(pk=project.pk)
 
 
 def _lock_item(project: Project, item_id: int) -> Item:
@@ -53,8 +54,9 @@ def _spend_check(project: Project, membership: Membership) -> None:
         raise QueueClosed(f"The project's budget of {budget.max_cost} is spent.", code="budget_spent")
 
 
-def _held_assignment(item: Item, annotator, now) -> Assignment:
-    assignment = Assignment.objects.filter(item=item, annotator=annotator).first()
+def _held_assignment(item: Item, rows: list[Assignment], annotator) -> Assignment:
+    """The annotator's assignment among a locked item's rows, if they may still label it."""
+    assignment = next((a for a in rows if a.annotator_id == annotator.pk), None)
     if assignment is None:
         raise LeaseError(f"item {item.external_id!r} was not served to you")
     if assignment.status in (AssignmentStatus.ACTIVE, AssignmentStatus.EXPIRED):
@@ -75,40 +77,43 @@ def annotation_create(*, project: Project, annotator, item_id: int, label: str |
         membership = membership_get(project=project, user=annotator)
         chosen = _label_get(project, label)
         item = _lock_item(project, item_id)
-        assignment = _held_assignment(item, annotator, now)
-        was_active = assignment.status == AssignmentStatus.ACTIVE and assignment.expires_at > now
-        if not was_active and item.annotation_count + _active_others(item, annotator, now) >= project.overlap:
-            raise LeaseError(
-                f"your lease on item {item.external_id!r} expired and it was served to others"
-            )
+        rows = item_assignments(item, now)
+        assignment = _held_assignment(item, rows, annotator)
+        if assignment.status == AssignmentStatus.EXPIRED:
+            others = sum(1 for a in rows if a.status == AssignmentStatus.ACTIVE)
+            if item.annotation_count + others >= project.overlap:
+                raise LeaseError(f"your lease on item {item.external_id!r} expired and it was served to others")
         try:
             _spend_check(project, membership)
         except QueueClosed as closed:
             # Give the item back and commit that before refusing the label.
             refusal = closed
-            _release(assignment, item, project, AssignmentStatus.EXPIRED, now)
+            _release(assignment, rows, item, project, AssignmentStatus.EXPIRED, now)
         else:
             refusal = None
-            annotation = _annotation_store(project, membership, assignment, item, chosen, annotator, now)
+            annotation = _annotation_store(project, membership, assignment, rows, item, chosen, annotator, now)
     if refusal is not None:
         raise refusal
     return annotation
 
 
 def _annotation_store(
-    project: Project, membership: Membership, assignment: Assignment, item: Item, label: Label, annotator, now
+    project: Project, membership: Membership, assignment: Assignment, rows: list[Assignment], item: Item,
+    label: Label, annotator, now,
 ) -> Annotation:
     """Write the label and every counter it moves; the caller holds the project and item locks."""
     from learners.services.training import retrain_enqueue_on_commit
 
-    budget = getattr(project, "budget", None)
-    cost = budget.cost_per_label if budget is not None else 0
+    try:
+        cost = project.budget.cost_per_label
+    except Budget.DoesNotExist:
+        cost = Decimal("0")
     annotation = Annotation.objects.create(
         project=project, item=item, annotator=annotator, label=label,
         source=AnnotationSource.HUMAN, cost=cost,
         seconds=(now - assignment.leased_at).total_seconds(),
     )
-    _release(assignment, item, project, AssignmentStatus.ANNOTATED, now, annotated=True)
+    _release(assignment, rows, item, project, AssignmentStatus.ANNOTATED, now, annotated=True)
     Membership.objects.filter(pk=membership.pk).update(label_count=F("label_count") + 1)
     Project.objects.filter(pk=project.pk).update(
         label_count=F("label_count") + 1, cost_spent=F("cost_spent") + cost
@@ -122,31 +127,15 @@ def _annotation_store(
     return annotation
 
 
-def _active_others(item: Item, annotator, now) -> int:
-    return (
-        Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE, expires_at__gt=now)
-        .exclude(annotator=annotator)
-        .count()
-    )
-
-
 def _release(
-    assignment: Assignment, item: Item, project: Project, status: str, now, annotated: bool = False
+    assignment: Assignment, rows: list[Assignment], item: Item, project: Project, status: str, now,
+    annotated: bool = False,
 ) -> None:
-    """Close `assignment` with `status`, keeping the item's counters exact."""
+    """Close `assignment` (one of the locked item's `rows`) with `status`, keeping counters exact."""
     assignment.status = status
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])
-    active = list(
-        Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE).values_list("expires_at", flat=True)
-    )
-    annotation_count = item.annotation_count + (1 if annotated else 0)
-    Item.objects.filter(pk=item.pk).update(
-        lease_count=len(active),
-        lease_expires_at=max(active, default=None),
-        annotation_count=annotation_count,
-        done=annotation_count >= project.overlap,
-    )
+    item_counters_update(item, rows, project, item.annotation_count + (1 if annotated else 0))
 
 
 def assignment_skip(*, project: Project, annotator, item_id: int) -> None:
@@ -154,8 +143,8 @@ def assignment_skip(*, project: Project, annotator, item_id: int) -> None:
     now = timezone.now()
     with transaction.atomic():
         item = _lock_item(project, item_id)
-        assignment = _held_assignment(item, annotator, now)
-        _release(assignment, item, project, AssignmentStatus.SKIPPED, now)
+        rows = item_assignments(item, now)
+        _release(_held_assignment(item, rows, annotator), rows, item, project, AssignmentStatus.SKIPPED, now)
 
 
 def annotation_undo_last(*, project: Project, annotator) -> Assignment:
@@ -174,22 +163,14 @@ def annotation_undo_last(*, project: Project, annotator) -> Assignment:
         item = _lock_item(project, annotation.item_id)
         cost = annotation.cost
         annotation.delete()
-        assignment = Assignment.objects.get(item=item, annotator=annotator)
+        rows = item_assignments(item, now)
+        assignment = next(a for a in rows if a.annotator_id == annotator.pk)
         assignment.status = AssignmentStatus.ACTIVE
         assignment.leased_at = now
         assignment.expires_at = now + timedelta(seconds=project.lease_seconds)
         assignment.finished_at = None
         assignment.save(update_fields=["status", "leased_at", "expires_at", "finished_at"])
-        active = list(
-            Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE).values_list("expires_at", flat=True)
-        )
-        annotation_count = item.annotation_count - 1
-        Item.objects.filter(pk=item.pk).update(
-            annotation_count=annotation_count,
-            lease_count=len(active),
-            lease_expires_at=max(active),
-            done=annotation_count >= project.overlap,
-        )
+        item_counters_update(item, rows, project, item.annotation_count - 1)
         Membership.objects.filter(pk=membership.pk).update(label_count=F("label_count") - 1)
         Project.objects.filter(pk=project.pk).update(
             label_count=F("label_count") - 1, cost_spent=F("cost_spent") - cost

@@ -98,24 +98,41 @@ def _candidates(project: Project, annotator, now: datetime, tried: list[int]):
     return queryset.select_for_update(skip_locked=True, of=("self",), no_key=True)
 
 
+def item_assignments(item: Item, now: datetime) -> list[Assignment]:
+    """Every assignment of a locked item, with leases past their expiry marked expired.
+
+    One query (an item has a row per annotator who was served it); the
+    counters derived from it are exact because the caller holds the item lock.
+    """
+    rows = list(Assignment.objects.filter(item=item))
+    stale = [a for a in rows if a.status == AssignmentStatus.ACTIVE and a.expires_at <= now]
+    if stale:
+        Assignment.objects.filter(pk__in=[a.pk for a in stale]).update(status=AssignmentStatus.EXPIRED)
+        for assignment in stale:
+            assignment.status = AssignmentStatus.EXPIRED
+    return rows
+
+
+def item_counters_update(item: Item, rows: list[Assignment], project: Project, annotation_count: int) -> None:
+    """Write an item's lease and completion counters from its (locked) assignment rows."""
+    active = [a.expires_at for a in rows if a.status == AssignmentStatus.ACTIVE]
+    Item.objects.filter(pk=item.pk).update(
+        lease_count=len(active),
+        lease_expires_at=max(active, default=None),
+        annotation_count=annotation_count,
+        done=annotation_count >= project.overlap,
+    )
+
+
 def _lease_locked_item(item: Item, project: Project, annotator, now: datetime) -> Assignment | None:
     """Lease `item` (already locked) to `annotator` if it still has room."""
-    Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE, expires_at__lte=now).update(
-        status=AssignmentStatus.EXPIRED
-    )
-    active = list(
-        Assignment.objects.filter(item=item, status=AssignmentStatus.ACTIVE).values_list(
-            "annotator_id", "expires_at"
-        )
-    )
-    mine = Assignment.objects.filter(item=item, annotator=annotator).first()
+    rows = item_assignments(item, now)
+    active = [a for a in rows if a.status == AssignmentStatus.ACTIVE]
+    mine = next((a for a in rows if a.annotator_id == annotator.pk), None)
     has_room = item.annotation_count + len(active) < project.overlap
-    blocked = mine is not None and mine.status != AssignmentStatus.EXPIRED
-    if not has_room or blocked:
+    if not has_room or (mine is not None and mine.status != AssignmentStatus.EXPIRED):
         # The counters were stale; correct them so the scan stops offering it.
-        Item.objects.filter(pk=item.pk).update(
-            lease_count=len(active), lease_expires_at=max((e for _, e in active), default=None)
-        )
+        item_counters_update(item, rows, project, item.annotation_count)
         return None
     expires_at = now + timedelta(seconds=project.lease_seconds)
     if mine is None:
@@ -123,16 +140,14 @@ def _lease_locked_item(item: Item, project: Project, annotator, now: datetime) -
             project=project, item=item, annotator=annotator,
             status=AssignmentStatus.ACTIVE, leased_at=now, expires_at=expires_at,
         )
+        rows.append(mine)
     else:
         mine.status = AssignmentStatus.ACTIVE
         mine.leased_at = now
         mine.expires_at = expires_at
         mine.finished_at = None
         mine.save(update_fields=["status", "leased_at", "expires_at", "finished_at"])
-    Item.objects.filter(pk=item.pk).update(
-        lease_count=len(active) + 1,
-        lease_expires_at=max([expires_at, *(e for _, e in active)]),
-    )
+    item_counters_update(item, rows, project, item.annotation_count)
     mine.item = item
     return mine
 
@@ -166,19 +181,19 @@ def queue_next_item(*, project: Project, annotator) -> Assignment:
         )
         if held is not None:
             return held
+        # Re-read: the budget must never come from a caller's stale instance.
         project = Project.objects.select_related("budget").get(pk=project.pk)
+        reserved = 0
         if _has_project_limit(project):
             # Exact budget accounting needs the project's counters as committed:
             # lock its row (the same lock annotating takes first, so the order
-            # project -> item holds everywhere).
+            # project -> item holds everywhere) and count the open leases.
             project = (
                 Project.objects.select_for_update(no_key=True, of=("self",))
                 .select_related("budget").get(pk=project.pk)
             )
-        budget_check(
-            project=project, membership=membership, now=now,
-            reserved=active_lease_count(project=project, now=now),
-        )
+            reserved = active_lease_count(project=project, now=now)
+        budget_check(project=project, membership=membership, now=now, reserved=reserved)
         tried: list[int] = []
         for _ in range(_MAX_TRIES):
             item = _candidates(project, annotator, now, tried).first()
