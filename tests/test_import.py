@@ -163,3 +163,12 @@ def test_unknown_extension_is_refused(project, tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(Exception, match="use a .csv or .jsonl file"):
         import_file(project=project, path=path)
+
+
+def test_special_characters_round_trip_exactly(project):
+    text = 'tab\there, back\\slash, "quotes", newline\\n literal, café, 東京, emoji 🙂, NUL-free \u2028 end'
+    run_import(project, json.dumps({"id": "é\t1", "text": text, "note": "x\\y"}) + "\n", "jsonl")
+
+    item = Item.objects.get(project=project)
+    assert item.external_id == "é\t1"
+    assert item.data == {"text": text, "meta": {"note": "x\\y"}}

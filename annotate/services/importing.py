@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotate.errors import WorkbenchError
@@ -275,22 +275,54 @@ class _Importer:
         return kept
 
     def _insert(self, drafts: list[_Draft]) -> None:
+        """Insert a batch in one statement: COPY on PostgreSQL, executemany on SQLite.
+
+        bulk_create builds a model instance and prepares 13 fields per row,
+        which was 70% of import time; the payload is JSON text either way.
+        """
+        if not drafts:
+            return
         seed = self.project.cold_start_seed
-        items = Item.objects.bulk_create([
-            Item(
-                project=self.project, external_id=d.external_id, data=d.data, import_job=self.job,
-                priority=_cold_start_priority(seed, d.external_id),
-                annotation_count=1 if d.label else 0, done=bool(d.label),
-            )
+        now = timezone.now()
+        rows = [
+            (self.project.pk, d.external_id, json.dumps(d.data, ensure_ascii=False), self.job.pk,
+             _cold_start_priority(seed, d.external_id), 1 if d.label else 0, 0, bool(d.label), now)
             for d in drafts
-        ])
-        annotations = [
-            Annotation(project=self.project, item=item, label_id=self.label_ids[d.label], source=AnnotationSource.IMPORT)
-            for item, d in zip(items, drafts) if d.label
         ]
-        Annotation.objects.bulk_create(annotations)
-        self.report.rows_imported += len(items)
-        self.report.labels_imported += len(annotations)
+        _items_insert(rows)
+        self.report.rows_imported += len(drafts)
+        labelled = {d.external_id: d.label for d in drafts if d.label}
+        if labelled:
+            ids = Item.objects.filter(project=self.project, external_id__in=list(labelled)).values_list(
+                "external_id", "id"
+            )
+            Annotation.objects.bulk_create([
+                Annotation(project=self.project, item_id=item_id, label_id=self.label_ids[labelled[external_id]],
+                           source=AnnotationSource.IMPORT)
+                for external_id, item_id in ids
+            ])
+            self.report.labels_imported += len(labelled)
+
+
+_ITEM_COLUMNS = ("project_id", "external_id", "data", "import_job_id", "priority", "annotation_count",
+                 "lease_count", "done", "created_at")
+
+
+def _items_insert(rows: list[tuple]) -> None:
+    quote = connection.ops.quote_name
+    table = quote(Item._meta.db_table)
+    columns = ", ".join(quote(c) for c in _ITEM_COLUMNS)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            created_at = connection.ops.adapt_datetimefield_value(rows[0][-1])
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(_ITEM_COLUMNS))})",
+                [row[:-1] + (created_at,) for row in rows],
+            )
 
 
 def import_items(
