@@ -1,5 +1,6 @@
 """The server-rendered UI: permissions, escaping, forms, and the upload going through a worker."""
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotate.models import Annotation, Assignment, ImportJob, Item
@@ -97,15 +98,17 @@ def test_queue_closed_message_when_budget_spent(client, owner, project):
     assert 'data-code="budget_spent"' in html and "budget of 0 labels is spent" in html
 
 
-@pytest.mark.django_db(transaction=True)
-def test_upload_form_imports_through_the_worker(client, celery_worker, owner):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
+def upload(client, owner, body: bytes, name: str = "items.csv"):
+    """Log in as the owner of a new project and post `body` to its upload form."""
     project = make_project(owner, labels=("cat", "dog"))
     client.force_login(owner)
-    upload = SimpleUploadedFile("items.csv", b"id,text,label\na,meow,cat\nb,woof,\n", content_type="text/csv")
+    response = client.post(reverse("import-upload", args=[project.pk]), {"file": SimpleUploadedFile(name, body)})
+    return project, response
 
-    response = client.post(reverse("import-upload", args=[project.pk]), {"file": upload})
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_form_imports_through_the_worker(client, celery_worker, owner):
+    project, response = upload(client, owner, b"id,text,label\na,meow,cat\nb,woof,\n")
 
     assert response.status_code == 302
     job = wait_for(lambda: ImportJob.objects.filter(project=project, status="succeeded").first(), timeout=60,
@@ -117,13 +120,7 @@ def test_upload_form_imports_through_the_worker(client, celery_worker, owner):
 
 @pytest.mark.django_db(transaction=True)
 def test_bad_upload_reports_rows_and_imports_nothing(client, celery_worker, owner):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    project = make_project(owner, labels=("cat", "dog"))
-    client.force_login(owner)
-    upload = SimpleUploadedFile("items.csv", b"id,text,label\na,meow,cta\n", content_type="text/csv")
-
-    response = client.post(reverse("import-upload", args=[project.pk]), {"file": upload})
+    project, response = upload(client, owner, b"id,text,label\na,meow,cta\n")
 
     wait_for(lambda: ImportJob.objects.filter(project=project, status="failed").exists(), timeout=60,
              message="the import to fail")
@@ -134,10 +131,6 @@ def test_bad_upload_reports_rows_and_imports_nothing(client, celery_worker, owne
 
 
 @pytest.mark.django_db
-def test_upload_form_refuses_unknown_extension(client, owner, project):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    client.force_login(owner)
-    response = client.post(reverse("import-upload", args=[project.pk]),
-                           {"file": SimpleUploadedFile("x.xlsx", b"abc")})
+def test_upload_form_refuses_unknown_extension(client, owner):
+    project, response = upload(client, owner, b"abc", name="x.xlsx")
     assert response.status_code == 200 and "use a .csv or .jsonl file" in response.content.decode()
