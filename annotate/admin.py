@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from annotate.services.projects import project_overlap_apply
 from annotate.models import Annotation, Assignment, Budget, ImportJob, Item, Label, Membership, Project
 
 
@@ -23,6 +24,12 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "modality", "query_strategy", "estimator", "label_count", "overlap", "retrain_every"]
     readonly_fields = ["label_count", "cost_spent", "retrain_requested_at"]
     inlines = [LabelInline, BudgetInline, MembershipInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "overlap" in form.changed_data:
+            changed = project_overlap_apply(project=obj)
+            self.message_user(request, f"Overlap is now {obj.overlap}: {changed} items reopened or closed.")
 
 
 @admin.register(Item)

@@ -205,3 +205,26 @@ def test_label_refused_by_a_spent_budget_gives_the_item_back(project):
     assert Annotation.objects.count() == 0
     assert Assignment.objects.get(item=items[0]).status == AssignmentStatus.EXPIRED
     assert Item.objects.get(pk=items[0].pk).lease_count == 0
+
+
+def test_raising_overlap_reopens_done_items_but_not_seed_labelled_ones(project):
+    import io
+
+    from annotate.services.importing import import_items
+    from annotate.services.projects import project_overlap_apply
+
+    import_items(project=project, stream=io.BytesIO(b"id,text,label\nseed,x,cat\n"), file_format="csv", source_name="s")
+    add_items(project, ["a"])
+    item = Item.objects.get(project=project, external_id="t0")
+    alice, bob = add_annotator(project), add_annotator(project)
+    served = queue_next_item(project=project, annotator=alice)
+    annotation_create(project=project, annotator=alice, item_id=served.item_id, label="cat")
+    assert Item.objects.get(pk=item.pk).done
+
+    project.overlap = 2
+    project.save()
+    assert project_overlap_apply(project=project) == 1
+
+    assert not Item.objects.get(pk=item.pk).done
+    assert Item.objects.get(external_id="seed").done
+    assert queue_next_item(project=project, annotator=bob).item_id == item.pk

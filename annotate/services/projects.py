@@ -39,3 +39,22 @@ def membership_add(*, project: Project, user, role: str = Role.ANNOTATOR, quota:
         project=project, user=user, defaults={"role": role, "quota": quota}
     )
     return membership
+
+
+def project_overlap_apply(*, project: Project) -> int:
+    """Recompute which items are done after the project's overlap changed.
+
+    An item is done when it has `overlap` annotations, or when it came with an
+    imported label (a seed label is ground truth). Returns how many items changed.
+    """
+    from django.db.models import Exists, OuterRef, Q
+
+    from annotate.models import Annotation, AnnotationSource, Item
+
+    imported = Annotation.objects.filter(item=OuterRef("pk"), source=AnnotationSource.IMPORT)
+    items = Item.objects.filter(project=project).alias(imported=Exists(imported))
+    should_be_done = Q(annotation_count__gte=project.overlap) | Q(imported=True)
+    with transaction.atomic():
+        opened = items.filter(done=True).exclude(should_be_done).update(done=False)
+        closed = items.filter(done=False).filter(should_be_done).update(done=True)
+    return opened + closed
