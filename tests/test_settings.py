@@ -54,7 +54,7 @@ def test_debug_generates_and_keeps_a_dev_key(tmp_path):
 def test_embedded_defaults_and_explicit_urls(tmp_path):
     default = load_settings(tmp_path, SECRET_KEY="k")
     assert default.returncode == 0, default.stderr
-    assert default.stdout.split() == ["django.db.backends.sqlite3", f"redis+socket://{tmp_path}/redis.sock"]
+    assert default.stdout.split() == ["workbench.sqlite_backend", f"redis+socket://{tmp_path}/redis.sock"]
     explicit = load_settings(tmp_path, SECRET_KEY="k", DATABASE_URL="postgres://u@h:5432/d", REDIS_URL="redis://h:6379/2")
     assert explicit.stdout.split() == ["django.db.backends.postgresql", "redis://h:6379/2"]
 

@@ -87,6 +87,8 @@ try:
 except Exception as exc:  # dj_database_url raises bare ValueError/KeyError on bad URLs
     raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} cannot be parsed: {exc}") from exc
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite backend plus a file lock that queues writers (see its docstring).
+    _db["ENGINE"] = "workbench.sqlite_backend"
     _db["CONN_MAX_AGE"] = 0
     _db["OPTIONS"] = {
         # Every atomic block takes the write lock at BEGIN, so a read-then-write
