@@ -10,13 +10,14 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/.*fin
 UV_FIND_LINKS := $(if $(and $(FIND_LINKS),$(wildcard $(FIND_LINKS))),--find-links $(FIND_LINKS),)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lock chromium bench-queue clean
+.PHONY: install run test test-all lint lock chromium bench-queue clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed (the CPU build of torch is for Python 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode $(UV_FIND_LINKS) -r requirements.txt
 	touch $@
@@ -37,7 +38,10 @@ run: install
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runworkbench --port $(PORT)
 
-test: install chromium
+lint: install
+	$(BIN)/ruff check .
+
+test: install chromium lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The slow end-to-end tests too (CI runs them when its time budget allows).

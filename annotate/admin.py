@@ -1,7 +1,7 @@
 from django.contrib import admin
 
-from annotate.services.projects import project_overlap_apply
 from annotate.models import Annotation, Assignment, Budget, ImportJob, Item, Label, Membership, Project
+from annotate.services.projects import project_overlap_apply
 
 
 class LabelInline(admin.TabularInline):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import io
-import json
 import itertools
+import json
 
 from django.contrib.auth import get_user_model
 

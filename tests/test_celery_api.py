@@ -17,8 +17,8 @@ from django.conf import settings
 
 from annotate.demo_data import bbc_news
 from annotate.models import Item, Project
-from annotate.services.importing import import_items
 from annotate.services.annotations import annotation_create
+from annotate.services.importing import import_items
 from annotate.services.queue import queue_next_item
 from learners.ml.strategies import utility_for
 from learners.models import ModelVersion

@@ -4,8 +4,8 @@ import pytest
 from annotate.models import Annotation, AnnotationSource, Item
 from annotate.services.annotations import annotation_create
 from annotate.services.queue import queue_next_item
-from learners.ml.evaluation import cross_validated_accuracy
 from learners.ml.estimators import estimator_for
+from learners.ml.evaluation import cross_validated_accuracy
 from learners.models import ModelVersion
 from learners.services.training import model_version_train, training_labels
 from tests.factories import add_annotator, add_items, make_project

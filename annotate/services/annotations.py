@@ -14,7 +14,15 @@ from django.utils import timezone
 
 from annotate.errors import LeaseError, NothingToUndo, QueueClosed, UnknownLabel
 from annotate.models import (
-    Annotation, AnnotationSource, Assignment, AssignmentStatus, Budget, Item, Label, Membership, Project,
+    Annotation,
+    AnnotationSource,
+    Assignment,
+    AssignmentStatus,
+    Budget,
+    Item,
+    Label,
+    Membership,
+    Project,
 )
 from annotate.services.queue import item_assignments, item_counters_update, membership_get
 

@@ -4,12 +4,12 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
 from kombu.exceptions import OperationalError
-from django.shortcuts import get_object_or_404, redirect, render
 
+from annotate.errors import WorkbenchError
 from annotate.models import ImportJob
 from annotate.services.importing import detect_format
-from annotate.errors import WorkbenchError
 from annotate.views.common import project_for_member
 from workbench.celery import enqueue
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
+
 # modAL's probability-level utilities; the public classifier_* wrappers would
 # call predict_proba a second time. Pinned with modAL-python==0.4.2.1.
 from modAL.uncertainty import _proba_entropy, _proba_margin, _proba_uncertainty
