@@ -29,7 +29,7 @@ def budget_left(project: Project) -> dict:
 
 def queue_status(project: Project) -> dict:
     """Counts, budget left, and the current model version with its metrics (JSON-able)."""
-    from learners.services.training import model_version_latest
+    from learners.selectors import model_version_latest
 
     now = timezone.now()
     counts = Item.objects.filter(project=project).aggregate(

@@ -110,7 +110,7 @@ def _annotation_store(
     label: Label, annotator, now,
 ) -> Annotation:
     """Write the label and every counter it moves; the caller holds the project and item locks."""
-    from learners.services.training import retrain_enqueue_on_commit
+    from learners.services.retrain_requests import retrain_enqueue_on_commit
 
     try:
         cost = project.budget.cost_per_label

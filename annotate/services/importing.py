@@ -356,7 +356,7 @@ def import_items(
             if importer.error_count and (not skip_bad_rows or importer.report.rows_imported == 0):
                 raise ImportFailed(importer.report.errors)
             if importer.report.labels_imported:
-                from learners.services.training import retrain_enqueue_on_commit
+                from learners.services.retrain_requests import retrain_enqueue_on_commit
 
                 retrain_enqueue_on_commit(project_id=project.pk, reason="seed labels imported")
     except ImportFailed as exc:

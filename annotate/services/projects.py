@@ -5,8 +5,6 @@ from django.db import transaction
 
 from annotate.errors import WorkbenchError
 from annotate.models import Budget, Label, Membership, Modality, Project, Role
-from learners.ml.estimators import ESTIMATORS
-from learners.ml.strategies import UTILITIES
 
 
 def project_create(
@@ -14,6 +12,10 @@ def project_create(
     estimator: str = "logistic_regression", retrain_every: int = 10, overlap: int = 1,
     lease_seconds: int = 600, max_labels: int | None = None, description: str = "",
 ) -> Project:
+    # Imported here: the registries load scikit-learn, which web processes never need.
+    from learners.ml.estimators import ESTIMATORS
+    from learners.ml.strategies import UTILITIES
+
     if modality not in Modality.values:
         raise WorkbenchError(f"modality {modality!r} is not one of {Modality.values}")
     if query_strategy not in UTILITIES:

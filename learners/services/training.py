@@ -11,7 +11,6 @@ import joblib
 import numpy as np
 from django.db import IntegrityError, transaction
 from django.db.models import Max
-from kombu.exceptions import OperationalError
 
 from annotate.models import Annotation, Item, Project
 from annotate.services.queue import queue_reorder
@@ -19,32 +18,11 @@ from learners.ml.estimators import estimator_for
 from learners.ml.evaluation import cross_validated_accuracy
 from learners.ml.strategies import utility_for
 from learners.models import ModelVersion
-from workbench.celery import enqueue
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 SCORE_CHUNK = 5_000
-
-
-def retrain_enqueue_on_commit(*, project_id: int, reason: str, rearm_from: int | None = None) -> None:
-    """Ask a worker to retrain once the current transaction commits.
-
-    When the broker cannot be reached the labels are already safe; the error is
-    logged and, with `rearm_from`, the project's retrain marker is put back so
-    the next label asks again instead of the request being lost.
-    """
-    def send() -> None:
-        try:
-            enqueue("workbench.retrain", project_id=project_id)
-        except OperationalError as exc:
-            logger.error("could not enqueue retrain of project %s (%s): %s", project_id, reason, exc)
-            if rearm_from is not None:
-                Project.objects.filter(pk=project_id).update(retrain_requested_at=rearm_from)
-        else:
-            logger.info("retrain of project %s requested: %s", project_id, reason)
-
-    transaction.on_commit(send)
 
 
 def training_labels(project: Project) -> tuple[list[int], list[str]]:
@@ -184,7 +162,3 @@ def _summary(version: ModelVersion, *, created: bool) -> dict:
         "train_seconds": round(version.train_seconds, 3),
         "score_seconds": round(version.score_seconds, 3),
     }
-
-
-def model_version_latest(project: Project) -> ModelVersion | None:
-    return project.model_versions.defer("artifact").order_by("-number").first()
