@@ -135,10 +135,14 @@ class ImportJob(models.Model):
 
 
 class Item(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    # Items are the big table (millions of rows), and every index costs on
+    # import and on each re-score. `project` is covered by the unique
+    # (project, external_id) index; `import_job` and `predicted_label` are only
+    # looked up when such a row is deleted, which is rare.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items", db_index=False)
     external_id = models.CharField(max_length=255)
     data = models.JSONField(help_text='{"text": ...} for text projects; column -> value for tabular ones.')
-    import_job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.SET_NULL)
+    import_job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
     # Queue state. Higher priority is served first: the current model's
     # uncertainty score, or a seeded random number before any model exists.
     priority = models.FloatField(default=0.0)
@@ -147,7 +151,9 @@ class Item(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     done = models.BooleanField(default=False)
     # What the model that set `priority` predicts.
-    predicted_label = models.ForeignKey(Label, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    predicted_label = models.ForeignKey(
+        Label, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     confidence = models.FloatField(null=True, blank=True)
     scored_by_version = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -169,22 +169,28 @@ def queue_next_item(*, project: Project, annotator) -> Assignment:
         `code` is one of budget_spent, quota_spent, queue_empty.
     """
     now = timezone.now()
-    with transaction.atomic():
-        membership = membership_get(project=project, user=annotator)
-        held = (
-            Assignment.objects.filter(
-                project=project, annotator=annotator, status=AssignmentStatus.ACTIVE, expires_at__gt=now
-            )
-            .select_related("item")
-            .order_by("-leased_at")
-            .first()
+    # Reads that need no lock run before the transaction, so the part that
+    # holds the write lock (SQLite) or row locks (PostgreSQL) stays short:
+    # only this annotator creates their own leases, and a project without a
+    # limit needs no exact count of the others'.
+    membership = membership_get(project=project, user=annotator)
+    held = (
+        Assignment.objects.filter(
+            project=project, annotator=annotator, status=AssignmentStatus.ACTIVE, expires_at__gt=now
         )
-        if held is not None:
-            return held
-        # Re-read: the budget must never come from a caller's stale instance.
-        project = Project.objects.select_related("budget").get(pk=project.pk)
-        reserved = 0
-        if _has_project_limit(project):
+        .select_related("item")
+        .order_by("-leased_at")
+        .first()
+    )
+    if held is not None:
+        return held
+    # Re-read: the budget must never come from a caller's stale instance.
+    project = Project.objects.select_related("budget").get(pk=project.pk)
+    limited = _has_project_limit(project)
+    if not limited:
+        budget_check(project=project, membership=membership, now=now, reserved=0)
+    with transaction.atomic():
+        if limited:
             # Exact budget accounting needs the project's counters as committed:
             # lock its row (the same lock annotating takes first, so the order
             # project -> item holds everywhere) and count the open leases.
@@ -192,8 +198,8 @@ def queue_next_item(*, project: Project, annotator) -> Assignment:
                 Project.objects.select_for_update(no_key=True, of=("self",))
                 .select_related("budget").get(pk=project.pk)
             )
-            reserved = active_lease_count(project=project, now=now)
-        budget_check(project=project, membership=membership, now=now, reserved=reserved)
+            budget_check(project=project, membership=membership, now=now,
+                         reserved=active_lease_count(project=project, now=now))
         tried: list[int] = []
         for _ in range(_MAX_TRIES):
             item = _candidates(project, annotator, now, tried).first()
