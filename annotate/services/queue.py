@@ -43,7 +43,7 @@ def active_lease_count(*, project: Project, now: datetime) -> int:
     ).count()
 
 
-def budget_check(*, project: Project, membership: Membership, now: datetime, reserved: int) -> None:
+def budget_check(*, project: Project, membership: Membership, reserved: int) -> None:
     """Raise QueueClosed when one more label would exceed a budget or quota.
 
     `reserved` counts labels already promised to open leases, so a budget of
@@ -188,7 +188,7 @@ def queue_next_item(*, project: Project, annotator) -> Assignment:
     project = Project.objects.select_related("budget").get(pk=project.pk)
     limited = _has_project_limit(project)
     if not limited:
-        budget_check(project=project, membership=membership, now=now, reserved=0)
+        budget_check(project=project, membership=membership, reserved=0)
     with transaction.atomic():
         if limited:
             # Exact budget accounting needs the project's counters as committed:
@@ -198,7 +198,7 @@ def queue_next_item(*, project: Project, annotator) -> Assignment:
                 Project.objects.select_for_update(no_key=True, of=("self",))
                 .select_related("budget").get(pk=project.pk)
             )
-            budget_check(project=project, membership=membership, now=now,
+            budget_check(project=project, membership=membership,
                          reserved=active_lease_count(project=project, now=now))
         tried: list[int] = []
         for _ in range(_MAX_TRIES):

@@ -12,7 +12,7 @@ from annotate.views.common import project_for_member
 
 
 def _table_rows(data: dict) -> list[tuple[str, object]]:
-    return [(k, v) for k, v in data.items() if k != "meta"]
+    return list(data.items())
 
 
 @login_required
@@ -29,7 +29,6 @@ def annotate_page(request, pk: int):
             assignment=assignment, item=item,
             text=item.text if project.modality == "text" else None,
             table=_table_rows(item.data) if project.modality == "tabular" else None,
-            meta=item.data.get("meta") if isinstance(item.data, dict) else None,
         )
     project.refresh_from_db(fields=["label_count", "cost_spent"])
     context.update(budget=budget_left(project), mine=annotator_progress(project, request.user))

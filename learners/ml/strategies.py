@@ -58,6 +58,7 @@ def query(name: str, estimator: Any, X_pool: Any, n_instances: int = 1) -> tuple
         Row indices into `X_pool`, best first, and their utilities.
     """
     scores = utility_for(name)(estimator.predict_proba(X_pool))
-    indices = multi_argmax(scores, n_instances=n_instances)
+    # modAL's multi_argmax returns (indices, values) despite its annotation.
+    indices, _ = multi_argmax(scores, n_instances=n_instances)
     indices = indices[np.argsort(-scores[indices], kind="stable")]
     return indices, scores[indices]
