@@ -71,7 +71,11 @@ def _why_latency(leg: dict) -> str:
         parts.append(f"the queue's candidate scan itself took {scan['scan_ms_median']:.2f} ms")
     text = "; ".join(parts)
     if text:
-        text += ": the time goes to Python work per request (Django, DRF, building ORM queries), not to the scan. "
+        round_trips = ""
+        if inproc and inproc["next"]["db_ms_mean"] >= 0.3 * inproc["next"]["ms_median"]:
+            round_trips = f" and to {inproc['next']['statements']} round trips to the database server"
+        text += (": the time goes to Python work per request (Django, DRF, building ORM queries)"
+                 f"{round_trips}, not to the scan. ")
     latencies = one["next_ms"]
     if inproc.get("gc_full_ms") and latencies["p99"] > 2 * latencies["p95"]:
         text += (f"The p99 comes from a few outliers (p95 {latencies['p95']:.1f} ms, max {latencies['max']:.1f} ms); "
