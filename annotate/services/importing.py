@@ -160,13 +160,12 @@ def _content_id(data: dict[str, Any]) -> str:
     return "sha1:" + hashlib.sha1(canonical).hexdigest()
 
 
-def _scalar(name: str, value: Any) -> Any:
+def _scalar(name: str, value: Any, limit: int) -> Any:
     if isinstance(value, (dict, list)):
         raise RowInvalid(f"field {name!r} must be a single value, not a {type(value).__name__}")
-    if isinstance(value, str) and len(value) > settings.IMPORT_MAX_FIELD_CHARS:
+    if isinstance(value, str) and len(value) > limit:
         raise RowInvalid(
-            f"field {name!r} has {len(value):,} characters; the limit is "
-            f"{settings.IMPORT_MAX_FIELD_CHARS:,} (IMPORT_MAX_FIELD_CHARS)"
+            f"field {name!r} has {len(value):,} characters; the limit is {limit:,} (IMPORT_MAX_FIELD_CHARS)"
         )
     return value
 
@@ -178,11 +177,12 @@ class RowValidator:
         self.project = project
         self.labels = set(project.labels.values_list("name", flat=True))
         self.label_list = ", ".join(sorted(self.labels))
+        self.max_chars = settings.IMPORT_MAX_FIELD_CHARS  # read once: a settings lookup per field showed in profiles
 
     def __call__(self, where: str, row: dict[str, Any]) -> _Draft:
         if "__error__" in row:
             raise RowInvalid(row["__error__"])
-        row = {str(k).strip(): _scalar(str(k), v) for k, v in row.items()}
+        row = {str(k).strip(): _scalar(str(k), v, self.max_chars) for k, v in row.items()}
         external_id = next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), None)
         label = row.get("label")
         label = None if label is None or (isinstance(label, str) and not label.strip()) else str(label).strip()
@@ -256,10 +256,7 @@ class _Importer:
             self.progress(self.report.rows_read)
 
     def _drop_duplicates(self, batch: list[_Draft]) -> list[_Draft]:
-        existing = dict(
-            Item.objects.filter(project=self.project, external_id__in=[d.external_id for d in batch])
-            .values_list("external_id", "import_job_id")
-        )
+        existing = _existing_ids(self.project, [d.external_id for d in batch])
         kept, seen = [], {}
         for draft in batch:
             if draft.external_id in seen or existing.get(draft.external_id, -1) == self.job.pk:
@@ -302,6 +299,23 @@ class _Importer:
                 for external_id, item_id in ids
             ])
             self.report.labels_imported += len(labelled)
+
+
+def _existing_ids(project: Project, external_ids: list[str]) -> dict[str, int | None]:
+    """external_id -> import_job_id of the given ids already in the project."""
+    if connection.vendor == "postgresql":
+        # One array parameter; psycopg spends ~1 s per 100k rows splitting a 5,000-placeholder IN list.
+        quote = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {quote('external_id')}, {quote('import_job_id')} FROM {quote(Item._meta.db_table)} "
+                f"WHERE {quote('project_id')} = %s AND {quote('external_id')} = ANY(%s)",
+                [project.pk, external_ids],
+            )
+            return dict(cursor.fetchall())
+    return dict(
+        Item.objects.filter(project=project, external_id__in=external_ids).values_list("external_id", "import_job_id")
+    )
 
 
 _ITEM_COLUMNS = ("project_id", "external_id", "data", "import_job_id", "priority", "annotation_count",
