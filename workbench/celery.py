@@ -34,3 +34,13 @@ def enqueue(name: str, *, task_id: str | None = None, **kwargs) -> str:
     Raises kombu.exceptions.OperationalError when the broker cannot be reached.
     """
     return _sender().send_task(name, kwargs=kwargs, task_id=task_id).id
+
+
+def task_state(task_id: str) -> tuple[str, object]:
+    """(state, result or progress meta) of a task, read once from the result backend.
+
+    A plain read: an AsyncResult would subscribe to the task's channel and
+    unsubscribe whenever it happens to be garbage-collected.
+    """
+    meta = app.backend.get_task_meta(task_id)
+    return meta["status"], meta.get("result")

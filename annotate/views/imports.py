@@ -11,7 +11,7 @@ from annotate.errors import WorkbenchError
 from annotate.models import ImportJob
 from annotate.services.importing import detect_format
 from annotate.views.common import project_for_member
-from workbench.celery import enqueue
+from workbench.celery import enqueue, task_state
 
 
 class ImportForm(forms.Form):
@@ -58,13 +58,10 @@ def import_upload(request, pk: int):
 @login_required
 def import_status(request, pk: int, task_id: str):
     project, _ = project_for_member(request, pk, owner=True)
-    from celery.result import AsyncResult
-
     job = ImportJob.objects.filter(project=project, task_id=task_id).first()
-    result = AsyncResult(task_id)
-    state = result.state
-    info = result.info if isinstance(result.info, dict) else {}
-    failure = str(result.result) if state == "FAILURE" else None
+    state, result = task_state(task_id)
+    info = result if isinstance(result, dict) else {}
+    failure = str(result) if state == "FAILURE" else None
     finished = job is not None and job.status != "running"
     return render(request, "annotate/import_status.html", {
         "project": project, "job": job, "state": state, "info": info, "failure": failure,
