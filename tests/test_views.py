@@ -134,3 +134,13 @@ def test_bad_upload_reports_rows_and_imports_nothing(client, celery_worker, owne
 def test_upload_form_refuses_unknown_extension(client, owner):
     project, response = upload(client, owner, b"abc", name="x.xlsx")
     assert response.status_code == 200 and "use a .csv or .jsonl file" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_api_status_for_members_only(client, owner, project):
+    client.force_login(owner)
+    status = client.get(f"/api/v1/projects/{project.pk}/status/").json()
+    assert (status["items"], status["items_open"], status["labels"], status["model_version"]) == (2, 2, 0, None)
+
+    client.force_login(make_user("stranger"))
+    assert client.get(f"/api/v1/projects/{project.pk}/status/").status_code == 404

@@ -3,17 +3,17 @@
 The full REST API (listing, export, budgets, OpenAPI) grows in a later issue;
 this part serves the queue to scripts, load tests and other front ends.
 """
-from django.http import Http404
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from annotate.errors import LeaseError, NotAMember, QueueClosed, UnknownLabel, WorkbenchError
-from annotate.models import Membership, Project
+from annotate.models import Project
 from annotate.selectors import queue_status
 from annotate.services.annotations import annotation_create, annotation_undo_last, assignment_skip
 from annotate.services.queue import queue_next_item
+from annotate.views.common import project_for_member
 
 
 def _project(request, pk: int) -> Project:
@@ -107,7 +107,5 @@ def undo(request, pk: int):
 
 @api_view(["GET"])
 def status_view(request, pk: int):
-    project = _project(request, pk)
-    if not Membership.objects.filter(project=project, user=request.user).exists():
-        raise Http404("No such project")
+    project, _ = project_for_member(request, pk)
     return Response(queue_status(project))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -220,8 +220,6 @@ def queue_reorder(
     Call inside the transaction that records the model version, so annotators
     see either the old order or the new one, never a mix.
     """
-    from django.db import connection
-
     rows = zip(
         (float(p) for p in priorities),
         (int(l) for l in predicted_label_ids),
