@@ -10,7 +10,7 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/.*fin
 UV_FIND_LINKS := $(if $(and $(FIND_LINKS),$(wildcard $(FIND_LINKS))),--find-links $(FIND_LINKS),)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lint lock chromium bench-queue clean
+.PHONY: install run test test-all lint lock chromium bench-queue bench-al bench-scoring clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,8 @@ $(VENV)/.installed: requirements.txt
 
 lock: $(VENV)/.installed
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --no-header $(UV_FIND_LINKS)
+	# torch==2.13.0 (no local label) matches the local 2.13.0+cpu wheel and stays installable elsewhere
+	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' requirements.txt
 
 # Debian's chromium for the browser tests (root + apt-get); tests skip, saying why, without it.
 chromium:
@@ -50,6 +52,12 @@ test-all: install chromium
 
 bench-queue: install
 	$(BIN)/python bench/queue/run.py
+
+bench-scoring: install
+	$(BIN)/python bench/scoring/run.py
+
+bench-al: install
+	$(BIN)/python -m bench.active_learning.run
 
 clean:
 	rm -rf $(VENV) var

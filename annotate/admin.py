@@ -1,7 +1,10 @@
+from django import forms
 from django.contrib import admin
 
 from annotate.models import Annotation, Assignment, Budget, ImportJob, Item, Label, Membership, Project
 from annotate.services.projects import project_overlap_apply
+from learners.catalog import ESTIMATORS, FEATURISERS, STRATEGIES, InvalidChoice, choices_validate
+from learners.services.retrain_requests import retrain_enqueue_on_commit
 
 
 class LabelInline(admin.TabularInline):
@@ -19,9 +22,33 @@ class BudgetInline(admin.StackedInline):
     model = Budget
 
 
+class ProjectAdminForm(forms.ModelForm):
+    """Learning choices as dropdowns from the catalog, checked against the project's modality."""
+
+    featuriser = forms.ChoiceField(choices=[(n, c.title) for n, c in FEATURISERS.items()])
+    estimator = forms.ChoiceField(choices=[(n, c.title) for n, c in ESTIMATORS.items()])
+    query_strategy = forms.ChoiceField(choices=[(n, c.title) for n, c in STRATEGIES.items()])
+
+    class Meta:
+        model = Project
+        fields = "__all__"
+
+    def clean(self):
+        data = super().clean()
+        if all(data.get(k) for k in ("modality", "featuriser", "estimator", "query_strategy")):
+            try:
+                choices_validate(modality=data["modality"], featuriser=data["featuriser"],
+                                 estimator=data["estimator"], query_strategy=data["query_strategy"])
+            except InvalidChoice as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return data
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "modality", "query_strategy", "estimator", "label_count", "overlap", "retrain_every"]
+    form = ProjectAdminForm
+    list_display = ["name", "modality", "featuriser", "query_strategy", "estimator", "label_count", "overlap",
+                    "retrain_every"]
     readonly_fields = ["label_count", "cost_spent", "retrain_requested_at"]
     inlines = [LabelInline, BudgetInline, MembershipInline]
 
@@ -30,6 +57,10 @@ class ProjectAdmin(admin.ModelAdmin):
         if change and "overlap" in form.changed_data:
             changed = project_overlap_apply(project=obj)
             self.message_user(request, f"Overlap is now {obj.overlap}: {changed} items reopened or closed.")
+        learning = {"featuriser", "estimator", "query_strategy"} & set(form.changed_data)
+        if change and learning:
+            retrain_enqueue_on_commit(project_id=obj.pk, reason=f"admin changed {', '.join(sorted(learning))}")
+            self.message_user(request, "A retrain is queued; the queue follows the new settings after it.")
 
 
 @admin.register(Item)

@@ -18,12 +18,15 @@ from django.db.models import Q
 class Modality(models.TextChoices):
     TEXT = "text", "Text"
     TABULAR = "tabular", "Tabular"
+    IMAGE = "image", "Image"
 
 
 class Project(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     modality = models.CharField(max_length=16, choices=Modality.choices)
+    # Names from learners.catalog; a change takes effect at the next retrain.
+    featuriser = models.CharField(max_length=64, default="text_tfidf")
     query_strategy = models.CharField(max_length=64, default="margin")
     estimator = models.CharField(max_length=64, default="logistic_regression")
     retrain_every = models.PositiveIntegerField(

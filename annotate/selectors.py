@@ -29,7 +29,7 @@ def budget_left(project: Project) -> dict:
 
 def queue_status(project: Project) -> dict:
     """Counts, budget left, and the current model version with its metrics (JSON-able)."""
-    from learners.selectors import model_version_latest
+    from learners.selectors import model_version_latest, stopping_signal
 
     now = timezone.now()
     counts = Item.objects.filter(project=project).aggregate(
@@ -56,7 +56,13 @@ def queue_status(project: Project) -> dict:
             "created_at": version.created_at.isoformat(),
             "query_strategy": version.query_strategy,
             "estimator": version.estimator,
+            "featuriser": version.featuriser,
         },
+        "settings": {
+            "featuriser": project.featuriser, "estimator": project.estimator,
+            "query_strategy": project.query_strategy,
+        },
+        "stopping": stopping_signal(project),
     }
 
 

@@ -1,10 +1,11 @@
 from django.urls import path
 
-from annotate.views import annotating, imports, projects
+from annotate.views import annotating, imports, project_settings, projects
 
 urlpatterns = [
     path("", projects.project_list, name="project-list"),
     path("projects/<int:pk>/", projects.project_detail, name="project-detail"),
+    path("projects/<int:pk>/settings/", project_settings.project_settings, name="project-settings"),
     path("projects/<int:pk>/annotate/", annotating.annotate_page, name="annotate"),
     path("projects/<int:pk>/annotate/label/", annotating.annotate_submit, name="annotate-submit"),
     path("projects/<int:pk>/annotate/skip/", annotating.annotate_skip, name="annotate-skip"),

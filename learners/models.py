@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from annotate.models import Project
+from annotate.models import Item, Project
 
 
 class ModelVersion(models.Model):
@@ -14,6 +14,7 @@ class ModelVersion(models.Model):
     request_id = models.CharField(max_length=64)
     estimator = models.CharField(max_length=64)
     query_strategy = models.CharField(max_length=64)
+    featuriser = models.CharField(max_length=64, blank=True)
     trained_on = models.PositiveIntegerField(help_text="Labelled items used for training.")
     label_count = models.PositiveIntegerField(help_text="The project's human label count at training time.")
     metrics = models.JSONField(default=dict)
@@ -21,6 +22,9 @@ class ModelVersion(models.Model):
     items_scored = models.PositiveIntegerField(default=0)
     train_seconds = models.FloatField(default=0.0)
     score_seconds = models.FloatField(default=0.0)
+    # Predictions on a fixed sample of items, compared across versions for the stopping signal:
+    # {"ids": [item ids], "predicted": [class names]}.
+    stop_set = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -32,3 +36,37 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} v{self.number}"
+
+
+class FeatureSpace(models.Model):
+    """A featuriser fitted for one project; items' cached rows live in ItemFeatures."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feature_spaces")
+    featuriser = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    dim = models.PositiveIntegerField()
+    is_sparse = models.BooleanField(default=False)
+    state = models.BinaryField(help_text="The fitted featuriser, pickled with joblib.")
+    fitted_on = models.PositiveIntegerField(help_text="Items in the fit sample.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "featuriser", "version"], name="featurespace_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} {self.featuriser} v{self.version}"
+
+
+class ItemFeatures(models.Model):
+    """One item's feature row in one feature space (see learners.ml.feature_rows for the encoding)."""
+
+    space = models.ForeignKey(FeatureSpace, on_delete=models.CASCADE, related_name="rows", db_index=False)
+    # No index of its own: the (space, item) constraint serves every lookup, and items are only
+    # deleted with their project, whose spaces cascade to these rows (the constraint is deferred).
+    item = models.ForeignKey(Item, on_delete=models.DO_NOTHING, related_name="+", db_index=False)
+    vector = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["space", "item"], name="itemfeatures_unique")]

@@ -6,7 +6,7 @@ import logging
 from celery import shared_task
 
 from annotate.models import Project
-from learners.services.training import model_version_train
+from learners.services.training import cold_start_order, model_version_train
 
 logger = logging.getLogger(__name__)
 
@@ -28,3 +28,20 @@ def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
     return model_version_train(
         project_id=project_id, request_id=request_id or self.request.id or "direct", progress=progress
     )
+
+
+@shared_task(bind=True, name="workbench.featurise")
+def featurise(self, *, project_id: int) -> dict:
+    """Featurise the project's items that have no cached features yet, in batches with progress.
+
+    Before the project's first model, also puts a k-means++ spread of items
+    at the head of the queue (the cold start).
+    """
+    if not Project.objects.filter(pk=project_id).exists():
+        logger.warning("featurise: project %s is gone; nothing to do", project_id)
+        return {"status": "missing", "project_id": project_id}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    return cold_start_order(project_id=project_id, progress=progress)

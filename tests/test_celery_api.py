@@ -20,8 +20,9 @@ from annotate.models import Item, Project
 from annotate.services.annotations import annotation_create
 from annotate.services.importing import import_items
 from annotate.services.queue import queue_next_item
-from learners.ml.strategies import utility_for
-from learners.models import ModelVersion
+from learners.ml.strategies import margin
+from learners.models import FeatureSpace, ModelVersion
+from learners.services.features import features_load
 from tests.conftest import wait_for
 from tests.factories import add_annotator, make_project
 
@@ -90,17 +91,23 @@ def test_doc_client_sends_tasks_by_name_to_a_real_worker(celery_worker, tmp_path
 def test_nth_label_triggers_a_retrain_and_the_queue_follows_the_new_model(celery_worker):
     project, gold = bbc_project(per_topic=20, retrain_every=10, query_strategy="margin")
     annotator = add_annotator(project)
+    # The import asked a worker to featurise the items and put a k-means++ spread first.
+    spread = wait_for(lambda: Item.objects.filter(project=project, priority__gt=1).count(), timeout=120,
+                      message="the worker to featurise the import and order a cold start")
+    assert spread == 10, "the cold start placed a k-means++ batch (4 per member, at least 10) first"
+    assert FeatureSpace.objects.get(project=project).rows.count() == 100
     cold_order = list(Item.objects.filter(project=project).order_by("-priority", "id").values_list("id", flat=True))
 
     served = label_next(project, annotator, gold, 10)
 
-    assert served == cold_order[:10], "before any model, items come in the seeded cold-start order"
+    assert served == cold_order[:10], "before any model, items come in the cold-start order"
     version = wait_for(lambda: ModelVersion.objects.filter(project=project).first(), timeout=120,
                        message="the worker to store model version 1")
     assert version.number == 1 and version.trained_on == 10
     estimator = joblib.load(io.BytesIO(bytes(version.artifact)))
     open_items = list(Item.objects.filter(project=project, done=False).order_by("id"))
-    scores = utility_for("margin")(estimator.predict_proba([i.text for i in open_items]))
+    X = features_load(FeatureSpace.objects.get(project=project), [i.pk for i in open_items])
+    scores = margin(estimator.predict_proba(X))
     most_uncertain = open_items[int(np.argmax(scores))]
 
     next_item = queue_next_item(project=project, annotator=annotator).item

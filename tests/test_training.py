@@ -1,13 +1,23 @@
 """Retraining as a service: labels by majority, honest metrics, idempotency, the queue swap."""
+import io
+
+import joblib
+import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from annotate.models import Annotation, AnnotationSource, Item
 from annotate.services.annotations import annotation_create
+from annotate.services.importing import import_items
+from annotate.services.projects import project_settings_update
 from annotate.services.queue import queue_next_item
-from learners.ml.estimators import estimator_for
+from learners.ml.estimators import estimator_create
 from learners.ml.evaluation import cross_validated_accuracy
+from learners.ml.featurisers import featuriser_create
+from learners.ml.strategies import margin
 from learners.models import ModelVersion
-from learners.services.training import model_version_train, training_labels
+from learners.services.features import feature_space_current, features_load
+from learners.services.training import cold_start_order, model_version_train, training_labels
 from tests.factories import add_annotator, add_items, make_project
 
 pytestmark = pytest.mark.django_db
@@ -85,9 +95,10 @@ def test_accuracy_is_cross_validated_not_measured_on_training_data():
     # Labels that no text feature predicts: cross-validation must show chance, not 100%.
     texts = [f"word{i} other{i}" for i in range(40)]
     labels = ["a" if i % 2 else "b" for i in range(40)]
-    metrics = cross_validated_accuracy(estimator_for("logistic_regression", "text"), texts, labels)
+    X = featuriser_create("text_tfidf").fit(texts).transform(texts)
+    metrics = cross_validated_accuracy(estimator_create("logistic_regression"), X, labels)
     assert metrics["cv_folds"] == 5 and metrics["accuracy"] < 0.75
-    few = cross_validated_accuracy(estimator_for("logistic_regression", "text"), ["a", "b"], ["x", "y"])
+    few = cross_validated_accuracy(estimator_create("logistic_regression"), X[:2], ["x", "y"])
     assert few["accuracy"] is None and "too few labels" in few["accuracy_reason"]
 
 
@@ -125,3 +136,94 @@ def test_unreachable_broker_keeps_the_label_and_asks_again_on_the_next_one(setti
     assert "could not enqueue retrain" in caplog.text
     project.refresh_from_db()
     assert project.retrain_requested_at == 0, "the request is re-armed so the next label asks again"
+
+
+# Five tight clusters at the corners and the centre of a square. Only clusters 0 ("a", at 0,0) and
+# 1 ("b", at 10,0) are labelled, so the decision boundary x = 5 runs through cluster 4 (5,5) alone
+# and clusters 2 and 3 (the top corners) are unexplored.
+CENTRES = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [5, 5]], dtype=float)
+
+
+def clustered_project(**options):
+    rng = np.random.default_rng(3)
+    rows, cluster_of = [], {}
+    for c, centre in enumerate(CENTRES):
+        for k in range(30):
+            x, y = centre + rng.normal(scale=0.05, size=2)
+            external_id = f"c{c}-{k}"
+            label = {0: "a", 1: "b"}.get(c, "") if k < 2 else ""
+            rows.append(f"{external_id},{x:.4f},{y:.4f},{label}")
+            cluster_of[external_id] = c
+    project = make_project(labels=("a", "b"), modality="tabular", retrain_every=1000, **options)
+    body = "id,x,y,label\n" + "\n".join(rows) + "\n"
+    import_items(project=project, stream=io.BytesIO(body.encode()), file_format="csv", source_name="c.csv")
+    add_annotator(project)
+    return project, cluster_of
+
+
+def queue_head(project, n):
+    return list(Item.objects.filter(project=project, done=False).order_by("-priority", "id")[:n])
+
+
+def test_queue_follows_the_chosen_strategy_after_each_retrain():
+    project, cluster_of = clustered_project()
+
+    model_version_train(project_id=project.pk, request_id="margin")
+    # Independently: the stored model's margin on the cached features of every open item.
+    version = ModelVersion.objects.get(project=project, number=1)
+    estimator = joblib.load(io.BytesIO(bytes(version.artifact)))
+    open_items = list(Item.objects.filter(project=project, done=False).order_by("id"))
+    X = features_load(feature_space_current(project), [i.pk for i in open_items])
+    expected = np.argsort(-margin(estimator.predict_proba(X)), kind="stable")
+    head = queue_head(project, 3)
+    assert [i.pk for i in head] == [open_items[k].pk for k in expected[:3]]
+    assert {cluster_of[i.external_id] for i in head} == {4}, "margin asks about the boundary cluster only"
+    served = queue_next_item(project=project, annotator=add_annotator(project))
+    assert served.item_id == head[0].pk
+
+    project_settings_update(project=project, featuriser="tabular", estimator="logistic_regression",
+                            query_strategy="kcenter")
+    model_version_train(project_id=project.pk, request_id="kcenter")
+    head = queue_head(project, 3)
+    assert {cluster_of[i.external_id] for i in head} == {2, 3, 4}, "k-center spreads the batch over the pool"
+
+    project_settings_update(project=project, featuriser="tabular", estimator="logistic_regression",
+                            query_strategy="random")
+    model_version_train(project_id=project.pk, request_id="random")
+    by_priority = Item.objects.filter(project=project, done=False).order_by("id").values_list("priority", flat=True)
+    rho = spearmanr(list(by_priority), margin(estimator.predict_proba(X))).statistic
+    assert abs(rho) < 0.3, f"random order should not follow the margin (rho={rho:.2f})"
+    assert ModelVersion.objects.get(project=project, number=3).query_strategy == "random"
+
+
+def test_cold_start_serves_a_spread_over_the_clusters_before_any_model():
+    project, cluster_of = clustered_project()
+    Annotation.objects.filter(project=project).delete()
+    Item.objects.filter(project=project).update(done=False, annotation_count=0)
+
+    result = cold_start_order(project_id=project.pk)
+
+    assert result["status"] == "cold_start" and result["featurised"] == 150
+    head = queue_head(project, 5)
+    assert {cluster_of[i.external_id] for i in head} == {0, 1, 2, 3, 4}
+
+
+def test_committee_and_mlp_strategies_train_and_order_the_queue():
+    project, cluster_of = clustered_project(query_strategy="qbc_vote_entropy")
+    result = model_version_train(project_id=project.pk, request_id="qbc")
+    assert result["status"] == "trained"
+    project_settings_update(project=project, featuriser="tabular", estimator="mlp", query_strategy="bald")
+    result = model_version_train(project_id=project.pk, request_id="bald")
+    assert result["status"] == "trained" and ModelVersion.objects.get(number=2, project=project).estimator == "mlp"
+    assert {cluster_of[i.external_id] for i in queue_head(project, 3)} <= {2, 3, 4}
+
+
+def test_stop_set_agreement_is_recorded_between_versions():
+    project, _ = clustered_project()
+    model_version_train(project_id=project.pk, request_id="one")
+    model_version_train(project_id=project.pk, request_id="two")
+    first, second = ModelVersion.objects.filter(project=project).order_by("number")
+
+    assert "stop_kappa" not in first.metrics
+    assert first.stop_set["ids"] == second.stop_set["ids"] and len(first.stop_set["ids"]) == 146
+    assert second.metrics["stop_agreement"] == 1.0 and second.metrics["stop_kappa"] == 1.0

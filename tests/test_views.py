@@ -29,7 +29,7 @@ def test_pages_need_login(client, project):
 @pytest.mark.django_db
 def test_outsider_gets_404_everywhere(client, project):
     client.force_login(make_user("outsider"))
-    for name in ("project-detail", "annotate", "import-upload"):
+    for name in ("project-detail", "annotate", "import-upload", "project-settings"):
         assert client.get(reverse(name, args=[project.pk])).status_code == 404
     assert client.post(reverse("annotate-submit", args=[project.pk]), {"item": 1, "label": "cat"}).status_code == 404
     assert Annotation.objects.count() == 0
@@ -38,9 +38,48 @@ def test_outsider_gets_404_everywhere(client, project):
 
 
 @pytest.mark.django_db
-def test_annotator_cannot_import(client, project):
+def test_annotator_cannot_import_or_change_settings(client, project):
     client.force_login(add_annotator(project))
     assert client.get(reverse("import-upload", args=[project.pk])).status_code == 404
+    response = client.post(reverse("project-settings", args=[project.pk]), {
+        "query_strategy": "random", "estimator": "logistic_regression", "featuriser": "text_tfidf",
+        "retrain_every": 5})
+    assert response.status_code == 404
+    project.refresh_from_db()
+    assert project.query_strategy == "margin"
+
+
+@pytest.mark.django_db
+def test_owner_picks_the_strategy_on_the_settings_page_and_a_retrain_is_queued(
+        client, owner, project, django_capture_on_commit_callbacks):
+    client.force_login(owner)
+    page = client.get(reverse("project-settings", args=[project.pk])).content.decode()
+    assert 'value="kcenter"' in page and 'value="text_minilm"' in page and 'value="tabular"' not in page
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(reverse("project-settings", args=[project.pk]), {
+            "query_strategy": "kcenter", "estimator": "random_forest", "featuriser": "text_minilm",
+            "retrain_every": 5}, follow=True)
+
+    assert "Saved (featuriser, estimator, query_strategy, retrain_every)" in response.content.decode()
+    assert len(callbacks) == 1, "one retrain request, sent when the change commits"
+    project.refresh_from_db()
+    assert (project.query_strategy, project.estimator, project.featuriser, project.retrain_every) == (
+        "kcenter", "random_forest", "text_minilm", 5)
+    detail = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert '<span id="query-strategy">kcenter</span>' in detail
+
+
+@pytest.mark.django_db
+def test_settings_refuse_bald_without_the_mlp_and_change_nothing(client, owner, project):
+    client.force_login(owner)
+    response = client.post(reverse("project-settings", args=[project.pk]), {
+        "query_strategy": "bald", "estimator": "logistic_regression", "featuriser": "text_tfidf",
+        "retrain_every": 10})
+    assert response.status_code == 200
+    assert "needs dropout sampling; choose the &#x27;mlp&#x27; estimator" in response.content.decode()
+    project.refresh_from_db()
+    assert project.query_strategy == "margin"
 
 
 @pytest.mark.django_db
@@ -144,3 +183,28 @@ def test_api_status_for_members_only(client, owner, project):
 
     client.force_login(make_user("stranger"))
     assert client.get(f"/api/v1/projects/{project.pk}/status/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_project_page_says_when_the_model_has_stopped_changing(client, owner, project):
+    from annotate.selectors import queue_status
+    from learners.models import ModelVersion
+
+    def version(number, kappa):
+        metrics = {"accuracy": 0.9} | ({} if kappa is None else {"stop_kappa": kappa})
+        ModelVersion.objects.create(project=project, number=number, request_id=f"r{number}", estimator="e",
+                                    query_strategy="margin", trained_on=10, label_count=10, metrics=metrics)
+
+    client.force_login(owner)
+    version(1, None)
+    version(2, 0.90)
+    version(3, 0.995)
+    version(4, 1.0)
+    assert not queue_status(project)["stopping"]["stable"]  # mean of (1.0, 0.995, 0.90) < 0.99
+    assert "stopped changing" not in client.get(reverse("project-detail", args=[project.pk])).content.decode()
+
+    version(5, 0.99)
+    status = queue_status(project)["stopping"]
+    assert status["stable"] and status["kappas"] == [0.99, 1.0, 0.995]
+    page = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert "The model has stopped changing: further labels add little." in page

@@ -20,6 +20,7 @@ import codecs
 import csv
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,14 @@ class RowValidator:
             data: dict[str, Any] = {"text": text}
             if fields:
                 data["meta"] = fields
+        elif self.project.modality == Modality.IMAGE:
+            pixels = fields.pop("pixels", None)
+            if pixels is None:
+                raise RowInvalid("missing field 'pixels' (intensities separated by spaces)")
+            _pixels_check(pixels)
+            data = {"pixels": str(pixels).strip()}
+            if fields:
+                data["meta"] = fields
         else:
             if not fields:
                 raise RowInvalid("no feature columns (every column is id or label)")
@@ -208,6 +217,20 @@ class RowValidator:
         if len(external_id) > 255:
             raise RowInvalid(f"id has {len(external_id)} characters; the limit is 255")
         return _Draft(where, external_id, data, label)
+
+
+def _pixels_check(pixels: Any) -> None:
+    """Pixels are non-negative numbers separated by spaces or commas (the featuriser checks sizes agree)."""
+    parts = str(pixels).replace(",", " ").split()
+    if not parts:
+        raise RowInvalid("field 'pixels' is empty")
+    for k, part in enumerate(parts):
+        try:
+            value = float(part)
+        except ValueError:
+            raise RowInvalid(f"field 'pixels': value {k + 1} ({part[:20]!r}) is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise RowInvalid(f"field 'pixels': value {k + 1} ({part[:20]!r}) must be a finite number >= 0")
 
 
 def _cold_start_priority(seed: int, external_id: str) -> float:
@@ -342,7 +365,7 @@ def _items_insert(rows: list[tuple]) -> None:
 def import_items(
     *, project: Project, stream: IO[bytes], file_format: str, source_name: str,
     skip_bad_rows: bool = False, skip_existing: bool = False, user=None, task_id: str = "",
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, featurise: bool = True,
 ) -> ImportReport:
     """Import items (and optional seed labels) from a CSV or JSONL byte stream.
 
@@ -369,10 +392,12 @@ def import_items(
                 raise ImportFailed(importer.report.errors) from None
             if importer.error_count and (not skip_bad_rows or importer.report.rows_imported == 0):
                 raise ImportFailed(importer.report.errors)
-            if importer.report.labels_imported:
-                from learners.services.retrain_requests import retrain_enqueue_on_commit
+            from learners.services.retrain_requests import featurise_enqueue_on_commit, retrain_enqueue_on_commit
 
+            if importer.report.labels_imported:
                 retrain_enqueue_on_commit(project_id=project.pk, reason="seed labels imported")
+            elif importer.report.rows_imported and featurise:
+                featurise_enqueue_on_commit(project_id=project.pk, reason="items imported")
     except ImportFailed as exc:
         report = importer.report
         report.status = ImportStatus.FAILED

@@ -5,30 +5,28 @@ from django.db import transaction
 
 from annotate.errors import WorkbenchError
 from annotate.models import Budget, Label, Membership, Modality, Project, Role
+from learners.catalog import DEFAULT_FEATURISER, InvalidChoice, choices_validate
 
 
 def project_create(
     *, name: str, modality: str, labels: list[str], owner, query_strategy: str = "margin",
-    estimator: str = "logistic_regression", retrain_every: int = 10, overlap: int = 1,
-    lease_seconds: int = 600, max_labels: int | None = None, description: str = "",
+    estimator: str = "logistic_regression", featuriser: str | None = None, retrain_every: int = 10,
+    overlap: int = 1, lease_seconds: int = 600, max_labels: int | None = None, description: str = "",
 ) -> Project:
-    # Imported here: the registries load scikit-learn, which web processes never need.
-    from learners.ml.estimators import ESTIMATORS
-    from learners.ml.strategies import UTILITIES
-
     if modality not in Modality.values:
         raise WorkbenchError(f"modality {modality!r} is not one of {Modality.values}")
-    if query_strategy not in UTILITIES:
-        raise WorkbenchError(f"query strategy {query_strategy!r} is not one of {sorted(UTILITIES)}")
-    if estimator not in ESTIMATORS:
-        raise WorkbenchError(f"estimator {estimator!r} is not one of {sorted(ESTIMATORS)}")
+    featuriser = featuriser or DEFAULT_FEATURISER[modality]
+    try:
+        choices_validate(modality=modality, featuriser=featuriser, estimator=estimator, query_strategy=query_strategy)
+    except InvalidChoice as exc:
+        raise WorkbenchError(str(exc)) from None
     names = [l.strip() for l in labels]
     if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
         raise WorkbenchError(f"a label set needs at least two distinct, non-empty names; got {labels!r}")
     with transaction.atomic():
         project = Project.objects.create(
             name=name, description=description, modality=modality, query_strategy=query_strategy,
-            estimator=estimator, retrain_every=retrain_every, overlap=overlap, lease_seconds=lease_seconds,
+            estimator=estimator, featuriser=featuriser, retrain_every=retrain_every, overlap=overlap, lease_seconds=lease_seconds,
         )
         Label.objects.bulk_create([Label(project=project, name=n, position=i) for i, n in enumerate(names)])
         Budget.objects.create(project=project, max_labels=max_labels)
@@ -60,3 +58,35 @@ def project_overlap_apply(*, project: Project) -> int:
         opened = items.filter(done=True).exclude(should_be_done).update(done=False)
         closed = items.filter(done=False).filter(should_be_done).update(done=True)
     return opened + closed
+
+
+def project_settings_update(
+    *, project: Project, featuriser: str, estimator: str, query_strategy: str, retrain_every: int | None = None,
+) -> list[str]:
+    """Change how the project learns; takes effect at the next retrain, which is requested now.
+
+    Returns the names of the fields that changed. Raises WorkbenchError for a
+    choice that is unknown or does not fit the project, and changes nothing.
+    """
+    try:
+        choices_validate(modality=project.modality, featuriser=featuriser, estimator=estimator,
+                         query_strategy=query_strategy)
+    except InvalidChoice as exc:
+        raise WorkbenchError(str(exc)) from None
+    if retrain_every is not None and retrain_every < 1:
+        raise WorkbenchError(f"retrain every must be at least 1 label; got {retrain_every}")
+    wanted = {"featuriser": featuriser, "estimator": estimator, "query_strategy": query_strategy}
+    if retrain_every is not None:
+        wanted["retrain_every"] = retrain_every
+    changed = [k for k, v in wanted.items() if getattr(project, k) != v]
+    if not changed:
+        return []
+    from learners.services.retrain_requests import retrain_enqueue_on_commit
+
+    with transaction.atomic():
+        Project.objects.filter(pk=project.pk).update(**{k: wanted[k] for k in changed})
+        for k in changed:
+            setattr(project, k, wanted[k])
+        if set(changed) - {"retrain_every"}:
+            retrain_enqueue_on_commit(project_id=project.pk, reason=f"settings changed: {', '.join(changed)}")
+    return changed

@@ -213,24 +213,31 @@ def queue_next_item(*, project: Project, annotator) -> Assignment:
 
 
 def queue_reorder(
-    *, project: Project, item_ids, priorities, predicted_label_ids, confidences, version_number: int
+    *, project: Project, item_ids, priorities, predicted_label_ids=None, confidences=None,
+    version_number: int | None = None,
 ) -> None:
     """Replace the queue order of `project` with a model's scores.
 
     Call inside the transaction that records the model version, so annotators
-    see either the old order or the new one, never a mix.
+    see either the old order or the new one, never a mix. Without predictions
+    (a cold start), only priorities change.
     """
-    rows = zip(
-        (float(p) for p in priorities),
-        (int(l) for l in predicted_label_ids),
-        (float(c) for c in confidences),
-        (int(i) for i in item_ids),
-    )
     table = Item._meta.db_table
-    sql = (
-        f"UPDATE {table} SET priority = %s, predicted_label_id = %s, confidence = %s, "
-        f"scored_by_version = {int(version_number)} WHERE id = %s AND project_id = {int(project.pk)}"
-    )
+    ids = (int(i) for i in item_ids)
+    if predicted_label_ids is None:
+        rows = zip((float(p) for p in priorities), ids)
+        sql = f"UPDATE {table} SET priority = %s WHERE id = %s AND project_id = {int(project.pk)}"
+    else:
+        rows = zip(
+            (float(p) for p in priorities),
+            (int(l) for l in predicted_label_ids),
+            (float(c) for c in confidences),
+            ids,
+        )
+        sql = (
+            f"UPDATE {table} SET priority = %s, predicted_label_id = %s, confidence = %s, "
+            f"scored_by_version = {int(version_number)} WHERE id = %s AND project_id = {int(project.pk)}"
+        )
     with connection.cursor() as cursor:
         batch: list[tuple] = []
         for row in rows:

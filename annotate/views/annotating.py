@@ -11,6 +11,17 @@ from annotate.services.queue import queue_next_item
 from annotate.views.common import project_for_member
 
 
+def _pixel_cells(data: dict) -> dict | None:
+    """A square greyscale image as SVG cells (x, y, grey 0-255, dark on light); None when not square."""
+    values = [float(v) for v in str(data.get("pixels", "")).replace(",", " ").split()]
+    side = int(round(len(values) ** 0.5))
+    if not values or side * side != len(values):
+        return None
+    top = max(values) or 1.0
+    cells = [(k % side, k // side, int(255 - 255 * v / top)) for k, v in enumerate(values)]
+    return {"side": side, "cells": cells}
+
+
 def _table_rows(data: dict) -> list[tuple[str, object]]:
     return list(data.items())
 
@@ -29,6 +40,7 @@ def annotate_page(request, pk: int):
             assignment=assignment, item=item,
             text=item.text if project.modality == "text" else None,
             table=_table_rows(item.data) if project.modality == "tabular" else None,
+            image=_pixel_cells(item.data) if project.modality == "image" else None,
         )
     project.refresh_from_db(fields=["label_count", "cost_spent"])
     context.update(budget=budget_left(project), mine=annotator_progress(project, request.user))

@@ -22,5 +22,5 @@ def project_detail(request, pk: int):
         "mine": annotator_progress(project, request.user),
         "is_owner": membership.role == Role.OWNER,
         "imports": project.import_jobs.order_by("-id")[:10],
-        "versions": project.model_versions.defer("artifact").order_by("-number")[:10],
+        "versions": project.model_versions.defer("artifact", "stop_set").order_by("-number")[:10],
     })

