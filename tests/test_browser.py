@@ -12,12 +12,14 @@ Chromium comes from Debian (`make chromium`, which needs root); without
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pytest
 
 from annotate.models import Annotation, AnnotationSource, Assignment, AssignmentStatus, Membership
+from annotate.services.importing import import_items
 from tests.factories import add_annotator, add_items, make_project, make_user
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -262,3 +264,36 @@ def test_s_key_skips_and_the_item_is_not_served_again(live_server, new_page):
     assert set(Annotation.objects.filter(annotator=annotator).values_list("item_id", flat=True)) == {
         items[1].pk, items[2].pk,
     }
+
+
+def test_owner_picks_a_strategy_and_an_annotator_sees_an_image_item(live_server, new_page):
+    from playwright.sync_api import expect
+
+    owner = make_user()
+    project = make_project(owner, labels=("0", "1"), modality="image", retrain_every=1000)
+    body = "id,pixels\nbright,0 16 16 0\ndark,0 0 0 4\n"
+    import_items(project=project, stream=io.BytesIO(body.encode()), file_format="csv", source_name="img.csv")
+
+    page = new_page()
+    log_in(page, live_server, owner)
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Query strategy").select_option("kcenter")
+    page.get_by_label("Estimator").select_option("mlp")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".messages")).to_contain_text("Saved (estimator, query_strategy)")
+    project.refresh_from_db()
+    assert (project.query_strategy, project.estimator) == ("kcenter", "mlp")
+    # BALD without the MLP is refused, with the reason, and nothing changes.
+    page.get_by_label("Estimator").select_option("logistic_regression")
+    page.get_by_label("Query strategy").select_option("bald")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".errors")).to_contain_text("needs dropout sampling")
+    page.goto(f"{live_server.url}/projects/{project.pk}/")
+    expect(page.locator("#query-strategy")).to_have_text("kcenter")
+
+    open_annotate(page, live_server, project)
+    image = page.locator("#item-image")
+    expect(image).to_be_visible()
+    assert image.locator("rect").count() == 4
+    page.screenshot(path=str(ARTIFACTS / "annotate-image.png"), full_page=True)
