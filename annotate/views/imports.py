@@ -9,7 +9,7 @@ from kombu.exceptions import OperationalError
 
 from annotate.errors import WorkbenchError
 from annotate.models import ImportJob
-from annotate.services.importing import detect_format
+from annotate.services.import_readers import detect_format
 from annotate.views.common import project_for_member
 from workbench.celery import enqueue, task_state
 
