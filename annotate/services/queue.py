@@ -17,6 +17,7 @@ deadlock. No transaction here changes a key.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Iterable
 
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -221,29 +222,54 @@ def queue_reorder(
     Call inside the transaction that records the model version, so annotators
     see either the old order or the new one, never a mix. Without predictions
     (a cold start), only priorities change.
+
+    PostgreSQL: the scores are COPYed into a temporary table and applied by one
+    UPDATE ... FROM, since a million single-row UPDATEs cost the server a parse
+    each (bench/scoring: 77 s -> 41 s at 1M items). SQLite: one UPDATE per row
+    by primary key in one transaction, with a page cache big enough for the
+    queue index (bench/scoring: 15-20 s -> 9 s at 1M items).
     """
-    table = Item._meta.db_table
-    ids = (int(i) for i in item_ids)
-    if predicted_label_ids is None:
-        rows = zip((float(p) for p in priorities), ids)
-        sql = f"UPDATE {table} SET priority = %s WHERE id = %s AND project_id = {int(project.pk)}"
-    else:
-        rows = zip(
-            (float(p) for p in priorities),
-            (int(l) for l in predicted_label_ids),
-            (float(c) for c in confidences),
-            ids,
-        )
-        sql = (
-            f"UPDATE {table} SET priority = %s, predicted_label_id = %s, confidence = %s, "
-            f"scored_by_version = {int(version_number)} WHERE id = %s AND project_id = {int(project.pk)}"
-        )
+    table = connection.ops.quote_name(Item._meta.db_table)
+    columns: dict[str, tuple[str, Iterable]] = {"priority": ("float8", (float(p) for p in priorities))}
+    if predicted_label_ids is not None:
+        columns["predicted_label_id"] = ("int8", (int(l) for l in predicted_label_ids))
+        columns["confidence"] = ("float8", (float(c) for c in confidences))
+    constants = {} if version_number is None else {"scored_by_version": int(version_number)}
+    rows = zip((int(i) for i in item_ids), *(values for _, values in columns.values()))
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            _reorder_postgresql(cursor, table, project, rows, columns, constants)
+            return
+        cursor.execute(f"PRAGMA cache_size = -{_SQLITE_REORDER_CACHE_KIB}")
+        sets = ", ".join([f"{c} = %s" for c in columns] + [f"{c} = {v}" for c, v in constants.items()])
+        sql = f"UPDATE {table} SET {sets} WHERE id = %s AND project_id = {int(project.pk)}"
         batch: list[tuple] = []
         for row in rows:
-            batch.append(row)
+            batch.append(row[1:] + row[:1])
             if len(batch) == 10_000:
                 cursor.executemany(sql, batch)
                 batch.clear()
         if batch:
             cursor.executemany(sql, batch)
+
+
+_SQLITE_REORDER_CACHE_KIB = 128 * 1024
+
+
+def _reorder_postgresql(cursor, table: str, project: Project, rows, columns: dict, constants: dict) -> None:
+    names = ["id", *columns]
+    types = ["int8", *(kind for kind, _ in columns.values())]
+    cursor.execute(
+        "CREATE TEMPORARY TABLE queue_scores (" + ", ".join(f"{c} {t}" for c, t in zip(names, types)) + ")"
+    )
+    with cursor.cursor.copy(f"COPY queue_scores ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute("ANALYZE queue_scores")
+    sets = ", ".join([f"{c} = s.{c}" for c in columns] + [f"{c} = {v}" for c, v in constants.items()])
+    cursor.execute(
+        f"UPDATE {table} SET {sets} FROM queue_scores s WHERE {table}.id = s.id AND {table}.project_id = %s",
+        [project.pk],
+    )
+    cursor.execute("DROP TABLE queue_scores")
