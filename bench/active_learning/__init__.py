@@ -1,0 +1,1 @@
+"""Active-learning benchmark: do the query strategies in `learners.ml.strategies` save labels over random sampling?"""
