@@ -6,7 +6,7 @@ import logging
 from celery import shared_task
 
 from annotate.models import Project
-from learners.services.training import cold_start_order, model_version_train
+from learners.services.training import featurise_and_order, model_version_train, pool_rescore
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
 def featurise(self, *, project_id: int) -> dict:
     """Featurise the project's items that have no cached features yet, in batches with progress.
 
-    Before the project's first model, also puts a k-means++ spread of items
-    at the head of the queue (the cold start).
+    Then places them in the queue: before the project's first model, a
+    k-means++ spread of items goes to the head of the queue (the cold start);
+    with a model, the new items are scored by it.
     """
     if not Project.objects.filter(pk=project_id).exists():
         logger.warning("featurise: project %s is gone; nothing to do", project_id)
@@ -44,4 +45,17 @@ def featurise(self, *, project_id: int) -> dict:
     def progress(stage: str, done: int, total: int) -> None:
         self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
 
-    return cold_start_order(project_id=project_id, progress=progress)
+    return featurise_and_order(project_id=project_id, progress=progress)
+
+
+@shared_task(bind=True, name="workbench.score_pool")
+def score_pool(self, *, project_id: int) -> dict:
+    """Re-score every open item with the latest model version (no retraining) and re-order the queue."""
+    if not Project.objects.filter(pk=project_id).exists():
+        logger.warning("score_pool: project %s is gone; nothing to do", project_id)
+        return {"status": "missing", "project_id": project_id}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    return pool_rescore(project_id=project_id, progress=progress)

@@ -136,6 +136,8 @@ def test_import_task_by_name_imports_or_rejects_cleanly(celery_worker, tmp_path)
             failed.get(timeout=60)
         assert failed.state == "FAILURE"
         assert Item.objects.filter(project=project).count() == 2
+        rescore = client.send_task("workbench.score_pool", kwargs={"project_id": project.pk}).get(timeout=60)
+        assert rescore["status"] == "no_model" and "no model version yet" in rescore["reason"]
         missing = client.send_task("workbench.queue_status", kwargs={"project_id": 999_999})
         with pytest.raises(Exception, match="project 999999 does not exist"):
             missing.get(timeout=60)

@@ -17,7 +17,7 @@ from learners.ml.featurisers import featuriser_create
 from learners.ml.strategies import margin
 from learners.models import ModelVersion
 from learners.services.features import feature_space_current, features_load
-from learners.services.training import cold_start_order, model_version_train, training_labels
+from learners.services.training import featurise_and_order, model_version_train, pool_rescore, training_labels
 from tests.factories import add_annotator, add_items, make_project
 
 pytestmark = pytest.mark.django_db
@@ -201,7 +201,7 @@ def test_cold_start_serves_a_spread_over_the_clusters_before_any_model():
     Annotation.objects.filter(project=project).delete()
     Item.objects.filter(project=project).update(done=False, annotation_count=0)
 
-    result = cold_start_order(project_id=project.pk)
+    result = featurise_and_order(project_id=project.pk)
 
     assert result["status"] == "cold_start" and result["featurised"] == 150
     head = queue_head(project, 5)
@@ -227,3 +227,26 @@ def test_stop_set_agreement_is_recorded_between_versions():
     assert "stop_kappa" not in first.metrics
     assert first.stop_set["ids"] == second.stop_set["ids"] and len(first.stop_set["ids"]) == 146
     assert second.metrics["stop_agreement"] == 1.0 and second.metrics["stop_kappa"] == 1.0
+
+
+def test_items_imported_after_a_model_are_scored_by_it_without_retraining():
+    project, cluster_of = clustered_project()
+    model_version_train(project_id=project.pk, request_id="v1")
+    # New items right on the boundary (x = 5) and far from it; the importer gives them random priorities.
+    body = "id,x,y\nnew-boundary,5.0,2.0\nnew-far,0.0,0.5\n"
+    import_items(project=project, stream=io.BytesIO(body.encode()), file_format="csv", source_name="more.csv")
+
+    result = featurise_and_order(project_id=project.pk)
+
+    assert result["status"] == "scored" and result["featurised"] == 2 and result["model_version"] == 1
+    new = {i.external_id: i for i in Item.objects.filter(project=project, external_id__startswith="new-")}
+    assert {i.scored_by_version for i in new.values()} == {1}
+    assert new["new-boundary"].priority > 0.9 and new["new-far"].priority < 0.3
+    assert new["new-far"].predicted_label.name == "a"
+    assert ModelVersion.objects.filter(project=project).count() == 1, "no retrain"
+
+
+def test_rescore_without_a_model_says_so():
+    project, _ = clustered_project()
+    Annotation.objects.filter(project=project).delete()
+    assert pool_rescore(project_id=project.pk)["status"] == "no_model"

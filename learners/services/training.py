@@ -16,8 +16,9 @@ from annotate.models import Annotation, Item, Project
 from annotate.services.queue import queue_reorder
 from learners.ml.estimators import ESTIMATORS, estimator_create
 from learners.ml.evaluation import cross_validated_accuracy
+from learners.ml.featurisers import FEATURISERS
 from learners.ml.strategies import strategy_get
-from learners.models import ModelVersion
+from learners.models import FeatureSpace, ModelVersion
 from learners.services.features import feature_space_current, features_fill, features_load
 from learners.services.scoring import pool_score
 from learners.services.stopping import stop_agreement, stop_set_predict
@@ -143,16 +144,21 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
     return _summary(version, created=True)
 
 
-def cold_start_order(*, project_id: int, progress: Progress | None = None) -> dict:
-    """Before a project's first model: featurise its items and put a k-means++ spread of them first.
+def featurise_and_order(*, project_id: int, progress: Progress | None = None) -> dict:
+    """Featurise the project's new items, then give them a place in the queue.
 
-    Does nothing once a model version exists (the model's order then rules).
+    Before the first model: a k-means++ spread of the pool goes first (the
+    cold start). With a model: the new items are scored by it (`pool_rescore`),
+    so they join the model's order instead of keeping the importer's seeded
+    random priorities.
     """
     project = Project.objects.get(pk=project_id)
     space = feature_space_current(project)
     featurised = features_fill(space, progress)
     if project.model_versions.exists():
-        return {"status": "featurised", "project_id": project_id, "featurised": featurised}
+        if not featurised:
+            return {"status": "featurised", "project_id": project_id, "featurised": 0}
+        return pool_rescore(project_id=project_id, progress=progress) | {"featurised": featurised}
     strategy = strategy_get("kmeans_pp")
     scores = pool_score(project=project, space=space, strategy=strategy, seed=project.cold_start_seed)
     with transaction.atomic():
@@ -163,6 +169,48 @@ def cold_start_order(*, project_id: int, progress: Progress | None = None) -> di
         queue_reorder(project=project, item_ids=scores.item_ids[chosen], priorities=scores.priorities[chosen])
     return {"status": "cold_start", "project_id": project_id, "featurised": featurised,
             "spread_first": len(scores.batch_ids)}
+
+
+def pool_rescore(*, project_id: int, progress: Progress | None = None) -> dict:
+    """Score every open item with the project's latest model version, without retraining.
+
+    Uses the version's own featuriser and strategy (settings changed since
+    take effect at the next retrain). A newer version committing meanwhile
+    wins: this one's scores are then dropped.
+    """
+    project = Project.objects.get(pk=project_id)
+    version = project.model_versions.defer("stop_set").order_by("-number").first()
+    if version is None:
+        return {"status": "no_model", "project_id": project_id,
+                "reason": "the project has no model version yet; its queue keeps the cold-start order"}
+    cls = FEATURISERS.get(version.featuriser)
+    space = FeatureSpace.objects.filter(
+        project=project, featuriser=version.featuriser, version=getattr(cls, "version", 0)
+    ).first()
+    if space is None:
+        raise TrainingFailed(f"model v{version.number} of project {project_id} was trained on "
+                             f"{version.featuriser!r} features, which are no longer cached; retrain instead")
+    features_fill(space, progress)
+    estimator = joblib.load(io.BytesIO(bytes(version.artifact)))
+    strategy = strategy_get(version.query_strategy)
+    item_ids, _ = training_labels(project)
+    X_labelled = features_load(space, item_ids) if strategy.batch and item_ids else None
+    started = time.perf_counter()
+    scores = pool_score(project=project, space=space, strategy=strategy, estimator=estimator,
+                        X_labelled=X_labelled, seed=project.cold_start_seed, progress=progress,
+                        total=Item.objects.filter(project=project, done=False).count())
+    label_ids = dict(project.labels.values_list("name", "id"))
+    class_label_ids = np.array([label_ids[str(c)] for c in estimator.classes_], dtype=np.int64)
+    with transaction.atomic():
+        project = Project.objects.select_for_update(no_key=True).get(pk=project_id)
+        latest = project.model_versions.aggregate(n=Max("number"))["n"]
+        if latest != version.number:
+            return {"status": "superseded", "project_id": project_id, "model_version": latest}
+        queue_reorder(project=project, item_ids=scores.item_ids, priorities=scores.priorities,
+                      predicted_label_ids=class_label_ids[scores.predicted], confidences=scores.confidence,
+                      version_number=version.number)
+    return {"status": "scored", "project_id": project_id, "model_version": version.number,
+            "items_scored": len(scores.item_ids), "score_seconds": round(time.perf_counter() - started, 3)}
 
 
 def _summary(version: ModelVersion, *, created: bool) -> dict:

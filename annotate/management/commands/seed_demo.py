@@ -11,7 +11,7 @@ from annotate.demo_data import TOPICS, bbc_news
 from annotate.models import Project
 from annotate.services.importing import import_items
 from annotate.services.projects import project_create
-from learners.services.training import cold_start_order
+from learners.services.training import featurise_and_order
 
 DEMO_PROJECT = "BBC news topics (demo)"
 DIGITS_PROJECT = "Handwritten digits (demo)"
@@ -42,7 +42,7 @@ class Command(BaseCommand):
             lines = "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t, _ in bbc_news())
             report = import_items(project=project, stream=io.BytesIO(lines.encode()), file_format="jsonl",
                                   source_name="bbc-news.jsonl", featurise=False)
-            cold_start_order(project_id=project.pk)  # no worker runs yet: featurise here
+            featurise_and_order(project_id=project.pk)  # no worker runs yet: featurise here
             self.stdout.write(f"created the demo project with {report.rows_imported} articles")
         if not Project.objects.filter(name=DIGITS_PROJECT).exists():
             self._digits(user)
@@ -64,5 +64,5 @@ class Command(BaseCommand):
         )
         report = import_items(project=project, stream=io.BytesIO(lines.encode()), file_format="jsonl",
                               source_name="digits.jsonl", featurise=False)
-        cold_start_order(project_id=project.pk)
+        featurise_and_order(project_id=project.pk)
         self.stdout.write(f"created the digits demo project with {report.rows_imported} images")
