@@ -22,6 +22,8 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from learners.catalog import ESTIMATORS as _CATALOG
+
 if TYPE_CHECKING:
     from learners.ml.torch_mlp import TorchMLPClassifier
 
@@ -134,22 +136,22 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
     spec.name: spec for spec in [
         EstimatorSpec(
             name="logistic_regression",
-            description="Logistic regression: fast, reliable probabilities; a good default.",
+            description=_CATALOG["logistic_regression"].description,
             accepts_sparse=True, mc_dropout=False, factory=logistic_regression,
         ),
         EstimatorSpec(
             name="linear_svm",
-            description="Linear SVM with calibrated probabilities: strong on text, fast on many features.",
+            description=_CATALOG["linear_svm"].description,
             accepts_sparse=True, mc_dropout=False, factory=linear_svm,
         ),
         EstimatorSpec(
             name="random_forest",
-            description="Random forest (200 trees): non-linear, no tuning; slower to train and to score.",
+            description=_CATALOG["random_forest"].description,
             accepts_sparse=True, mc_dropout=False, factory=random_forest,
         ),
         EstimatorSpec(
             name="mlp",
-            description="Neural network (one hidden layer, MC dropout): non-linear, enables BALD; slowest to train.",
+            description=_CATALOG["mlp"].description,
             accepts_sparse=True, mc_dropout=True, factory=mlp,
         ),
     ]

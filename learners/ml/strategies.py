@@ -35,6 +35,8 @@ from sklearn.cluster import kmeans_plusplus
 from sklearn.metrics.pairwise import pairwise_distances, pairwise_distances_argmin_min
 from sklearn.preprocessing import normalize
 
+from learners.catalog import STRATEGIES as _CATALOG
+
 REFERENCE_SIZE = 2_000  # rows of the pool that density is measured against
 DENSITY_BETA = 1.0  # Settles & Craven's beta: weight of density against uncertainty
 BALD_SAMPLES = 20  # MC dropout forward passes per item
@@ -341,6 +343,11 @@ def kmeans_pp_query(estimator: Any, X_pool: Any, n: int, *, X_labelled: Any = No
     return picks, np.array(scores)
 
 
+def describe(name: str) -> str:
+    """The one-line description owners see, kept in learners.catalog (shown without importing this module)."""
+    return _CATALOG[name].description
+
+
 @dataclass(frozen=True)
 class Strategy:
     name: str
@@ -352,31 +359,31 @@ class Strategy:
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
-    Strategy("random", "Items in a seeded random order: the baseline every strategy must beat.",
+    Strategy("random", describe("random"),
              frozenset(), False, _query_by_utility(random_utility), random_utility),
-    Strategy("least_confident", "Items whose most likely class has the lowest probability.",
+    Strategy("least_confident", describe("least_confident"),
              frozenset({"model"}), False, _query_by_utility(least_confident_utility), least_confident_utility),
-    Strategy("margin", "Items where the top two classes are closest; the default.",
+    Strategy("margin", describe("margin"),
              frozenset({"model"}), False, _query_by_utility(margin_utility), margin_utility),
-    Strategy("entropy", "Items with the flattest predicted class distribution.",
+    Strategy("entropy", describe("entropy"),
              frozenset({"model"}), False, _query_by_utility(entropy_utility), entropy_utility),
-    Strategy("qbc_vote_entropy", "A bagged committee of the estimator votes; items it splits on come first.",
+    Strategy("qbc_vote_entropy", describe("qbc_vote_entropy"),
              frozenset({"committee"}), False, _query_by_utility(qbc_vote_entropy_utility), qbc_vote_entropy_utility),
-    Strategy("qbc_kl", "Items where committee members' class probabilities diverge most from their consensus.",
+    Strategy("qbc_kl", describe("qbc_kl"),
              frozenset({"committee"}), False, _query_by_utility(qbc_kl_utility), qbc_kl_utility),
     Strategy("density_margin",
-             "Margin uncertainty weighted by how typical the item is of the pool (information density).",
+             describe("density_margin"),
              frozenset({"model"}), False, _query_by_utility(density_margin_utility), density_margin_utility),
-    Strategy("bald", "Items where dropout samples of the network disagree; needs the MLP estimator.",
+    Strategy("bald", describe("bald"),
              frozenset({"mc_dropout"}), False, _query_by_utility(bald_utility), bald_utility),
     Strategy("ranked_batch",
-             "Uncertain items, ranked so a batch for concurrent annotators is spread out (Cardoso et al.).",
+             describe("ranked_batch"),
              frozenset({"model"}), True, ranked_batch_query, margin_utility),
     Strategy("kcenter",
-             "The first batch covers the pool: each pick is the item farthest from everything labelled or picked.",
+             describe("kcenter"),
              frozenset({"model"}), True, kcenter_query, margin_utility),
     Strategy("kmeans_pp",
-             "No model needed: items spread over the feature space, for a cold start or pure exploration.",
+             describe("kmeans_pp"),
              frozenset(), True, kmeans_pp_query, None),
 ]}
 
