@@ -1,10 +1,12 @@
 """Reads of the human side: progress, budget left, queue state."""
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from annotate.models import Assignment, AssignmentStatus, Budget, Item, Membership, Project
+from annotate.models import Annotation, Assignment, AssignmentStatus, Budget, Item, Membership, Project
 
 
 def projects_for_user(user):
@@ -72,3 +74,21 @@ def annotator_progress(project: Project, user) -> dict:
         "my_labels": membership.label_count if membership else 0,
         "my_quota": membership.quota if membership else None,
     }
+
+
+def training_labels(project: Project) -> tuple[list[int], list[str]]:
+    """One label per labelled item: the majority of its annotations, ties to the newest."""
+    votes: dict[int, Counter] = defaultdict(Counter)
+    newest: dict[tuple[int, str], int] = {}
+    rows = Annotation.objects.filter(project=project).values_list("item_id", "label__name", "id")
+    for item_id, label, annotation_id in rows.iterator(chunk_size=10_000):
+        votes[item_id][label] += 1
+        newest[(item_id, label)] = max(newest.get((item_id, label), 0), annotation_id)
+    item_ids, labels = [], []
+    for item_id in sorted(votes):
+        counter = votes[item_id]
+        top = max(counter.values())
+        winner = max((l for l, c in counter.items() if c == top), key=lambda l: newest[(item_id, l)])
+        item_ids.append(item_id)
+        labels.append(winner)
+    return item_ids, labels

@@ -12,6 +12,7 @@ from celery import shared_task
 from annotate.errors import WorkbenchError
 from annotate.models import ImportJob, Project
 from annotate.selectors import queue_status as queue_status_read
+from annotate.services.exporting import annotations_export
 from annotate.services.importing import ImportFailed, import_file
 
 logger = logging.getLogger(__name__)
@@ -59,3 +60,15 @@ def import_items(self, *, project_id: int, path: str, format: str | None = None,
 def queue_status(*, project_id: int) -> dict:
     """Counts, budget left and the current model version of a project."""
     return queue_status_read(_project(project_id))
+
+
+@shared_task(bind=True, name="workbench.export_annotations")
+def export_annotations(self, *, project_id: int, format: str = "jsonl", path: str | None = None) -> dict:
+    """Write the project's annotations to a file the worker can write (default: the data dir's exports/)."""
+    def progress(done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"stage": "exporting", "done": done, "total": total})
+
+    try:
+        return annotations_export(project=_project(project_id), file_format=format, path=path, progress=progress)
+    except WorkbenchError as exc:
+        raise TaskInputError(str(exc)) from None

@@ -123,7 +123,7 @@ def test_import_task_by_name_imports_or_rejects_cleanly(celery_worker, tmp_path)
     project = make_project(labels=("cat", "dog"))
     client = Celery(broker=settings.CELERY_BROKER_URL, backend=settings.CELERY_BROKER_URL)
     good = tmp_path / "good.csv"
-    good.write_text("id,text\n1,a\n2,b\n")
+    good.write_text("id,text,label\n1,a,cat\n2,b,\n")
     bad = tmp_path / "bad.csv"
     bad.write_text("id,text,label\n1,a,cta\n")
 
@@ -136,6 +136,13 @@ def test_import_task_by_name_imports_or_rejects_cleanly(celery_worker, tmp_path)
             failed.get(timeout=60)
         assert failed.state == "FAILURE"
         assert Item.objects.filter(project=project).count() == 2
+        export = client.send_task("workbench.export_annotations",
+                                  kwargs={"project_id": project.pk, "path": str(tmp_path / "out.jsonl")}).get(timeout=60)
+        assert export == {"path": str(tmp_path / "out.jsonl"), "format": "jsonl", "items": 1, "annotations": 1}
+        assert json.loads((tmp_path / "out.jsonl").read_text())["label"] == "cat"
+        bad_export = client.send_task("workbench.export_annotations", kwargs={"project_id": project.pk, "format": "xml"})
+        with pytest.raises(Exception, match="export format 'xml' is not one of"):
+            bad_export.get(timeout=60)
         rescore = client.send_task("workbench.score_pool", kwargs={"project_id": project.pk}).get(timeout=60)
         assert rescore["status"] == "no_model" and "no model version yet" in rescore["reason"]
         missing = client.send_task("workbench.queue_status", kwargs={"project_id": 999_999})

@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from annotate.models import Annotation, AnnotationSource, Item
+from annotate.selectors import training_labels
 from annotate.services.annotations import annotation_create
 from annotate.services.importing import import_items
 from annotate.services.projects import project_settings_update
@@ -17,7 +18,7 @@ from learners.ml.featurisers import featuriser_create
 from learners.ml.strategies import margin
 from learners.models import ModelVersion
 from learners.services.features import feature_space_current, features_load
-from learners.services.training import featurise_and_order, model_version_train, pool_rescore, training_labels
+from learners.services.training import featurise_and_order, model_version_train, pool_rescore
 from tests.factories import add_annotator, add_items, make_project
 
 pytestmark = pytest.mark.django_db

@@ -99,7 +99,8 @@ class RowValidator:
     def __call__(self, where: str, row: dict[str, Any]) -> _Draft:
         if "__error__" in row:
             raise RowInvalid(row["__error__"])
-        row = {str(k).strip(): _scalar(str(k), v, self.max_chars) for k, v in row.items()}
+        # "annotations" is the per-annotator history our export writes; on import `label` carries the label.
+        row = {str(k).strip(): _scalar(str(k), v, self.max_chars) for k, v in row.items() if k != "annotations"}
         external_id = next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), None)
         label = row.get("label")
         label = None if label is None or (isinstance(label, str) and not label.strip()) else str(label).strip()

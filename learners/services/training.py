@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Callable
 
 import joblib
@@ -12,7 +12,8 @@ import numpy as np
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from annotate.models import Annotation, Item, Project
+from annotate.models import Item, Project
+from annotate.selectors import training_labels
 from annotate.services.queue import queue_reorder
 from learners.ml.estimators import ESTIMATORS, estimator_create
 from learners.ml.evaluation import cross_validated_accuracy
@@ -30,24 +31,6 @@ Progress = Callable[[str, int, int], None]
 
 class TrainingFailed(RuntimeError):
     """The project's settings cannot train a model; the message says which and what to change."""
-
-
-def training_labels(project: Project) -> tuple[list[int], list[str]]:
-    """One label per labelled item: the majority of its annotations, ties to the newest."""
-    votes: dict[int, Counter] = defaultdict(Counter)
-    newest: dict[tuple[int, str], int] = {}
-    rows = Annotation.objects.filter(project=project).values_list("item_id", "label__name", "id")
-    for item_id, label, annotation_id in rows.iterator(chunk_size=10_000):
-        votes[item_id][label] += 1
-        newest[(item_id, label)] = max(newest.get((item_id, label), 0), annotation_id)
-    item_ids, labels = [], []
-    for item_id in sorted(votes):
-        counter = votes[item_id]
-        top = max(counter.values())
-        winner = max((l for l, c in counter.items() if c == top), key=lambda l: newest[(item_id, l)])
-        item_ids.append(item_id)
-        labels.append(winner)
-    return item_ids, labels
 
 
 def estimator_build(project: Project, *, seed: int = 0):
