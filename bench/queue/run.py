@@ -36,25 +36,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 import client  # noqa: E402
 import corpus  # noqa: E402
 import report  # noqa: E402
+from harness import PG_DSN, log, postgres_recreate, run_child  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
 WORK = HERE / "work"
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres connect_timeout=3"
 PG_DATABASE = "bench_queue"
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
 PG_REDIS_URL = "redis://127.0.0.1:6379/14"
 SECRET = "bench-queue-not-a-secret"
 assert PG_DATABASE not in ("test", "test_test", "postgres")
 
-
-def log(message: str) -> None:
-    stamp = dt.datetime.now().strftime("%H:%M:%S")
-    print(f"[{stamp}] {message}", flush=True)
 
 
 # --- processes --------------------------------------------------------------
@@ -67,30 +64,6 @@ def leg_env(backend: str, data_dir: Path) -> dict[str, str]:
         env.update(DATABASE_URL=PG_URL, REDIS_URL=PG_REDIS_URL)
     return env
 
-
-def run_child(args: list[str], env: dict, log_file: Path, what: str) -> tuple[dict | None, float, int]:
-    """Run a child to completion: (its RESULT json, wall seconds, peak RSS in KiB from wait4)."""
-    with log_file.open("a") as err:
-        err.write(f"\n=== {what}: {' '.join(args)}\n")
-        err.flush()
-        started = time.perf_counter()
-        child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        out_chunks = []
-        reader = threading.Thread(target=lambda: out_chunks.append(child.stdout.read()), daemon=True)
-        reader.start()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        reader.join()
-        seconds = time.perf_counter() - started
-    out = "".join(out_chunks)
-    if child.returncode != 0:
-        tail = log_file.read_text()[-3000:]
-        raise RuntimeError(f"{what} failed with exit code {child.returncode}; log {log_file}:\n{tail}")
-    result = None
-    for line in out.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
-    return result, seconds, usage.ru_maxrss
 
 
 def djside(step: str, *args: str, env: dict, log_file: Path) -> tuple[dict, float, int]:
@@ -583,14 +556,6 @@ def postgres_available() -> tuple[bool, str]:
     return True, f"PostgreSQL {version}, Redis {info.get('redis_version')}"
 
 
-def postgres_recreate(drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_DSN + " dbname=postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-
 
 def redis_flush_pg() -> None:
     import redis
@@ -629,7 +594,7 @@ def run_leg(backend: str, n_items: int, csv_info: dict, args) -> dict:
             redis_server = EmbeddedRedis(data_dir / "redis.sock")
             redis_server.start()
         else:
-            postgres_recreate()
+            postgres_recreate(PG_DATABASE)
             redis_flush_pg()
 
         _, seconds, _ = run_child([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], env, log_file, "migrate")
@@ -733,7 +698,7 @@ def run_leg(backend: str, n_items: int, csv_info: dict, args) -> dict:
         if backend == "postgres":
             try:
                 if not args.keep:
-                    postgres_recreate(drop_only=True)
+                    postgres_recreate(PG_DATABASE, drop_only=True)
                 redis_flush_pg()
             except Exception as exc:  # cleanup must not hide the real error
                 log(f"cleanup of {leg_name}: {exc}")

@@ -23,27 +23,24 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 import report  # noqa: E402
+from harness import PG_DSN, log, postgres_recreate, run_child  # noqa: E402
 
 PYTHON = sys.executable
 WORK = HERE / "work"
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres connect_timeout=3"
 PG_DATABASE = "bench_scoring"
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
 SECRET = "bench-scoring-not-a-secret"
 assert PG_DATABASE not in ("test", "test_test", "postgres")
 
-
-def log(message: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
 def leg_env(backend: str, data_dir: Path) -> dict[str, str]:
@@ -54,29 +51,6 @@ def leg_env(backend: str, data_dir: Path) -> dict[str, str]:
         env["DATABASE_URL"] = PG_URL
     return env
 
-
-def run_child(args: list[str], env: dict, log_file: Path, what: str) -> tuple[dict | None, float, int]:
-    """Run a child to completion: (its RESULT json, wall seconds, peak RSS in KiB from wait4)."""
-    with log_file.open("a") as err:
-        err.write(f"\n=== {what}: {' '.join(args)}\n")
-        err.flush()
-        started = time.perf_counter()
-        child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        out_chunks: list[str] = []
-        reader = threading.Thread(target=lambda: out_chunks.append(child.stdout.read()), daemon=True)
-        reader.start()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        reader.join()
-        seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        tail = log_file.read_text()[-3000:]
-        raise RuntimeError(f"{what} failed with exit code {child.returncode}; log {log_file}:\n{tail}")
-    result = None
-    for line in "".join(out_chunks).splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
-    return result, seconds, usage.ru_maxrss
 
 
 def djside(step: str, *args: str, env: dict, log_file: Path) -> tuple[dict, float, int]:
@@ -104,14 +78,6 @@ def postgres_available() -> tuple[bool, str]:
         return False, f"PostgreSQL at 127.0.0.1:5432 did not answer: {exc}"
     return True, f"PostgreSQL {version} ({', '.join(f'{k}={v}' for k, v in knobs.items())})"
 
-
-def postgres_recreate(drop_only: bool = False) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_DSN + " dbname=postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
-        if not drop_only:
-            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
 
 
 # --- one leg ------------------------------------------------------------------------
@@ -194,7 +160,7 @@ class Leg:
         leg_started = time.perf_counter()
         try:
             if self.backend == "postgres":
-                postgres_recreate()
+                postgres_recreate(PG_DATABASE)
             setup_started = time.perf_counter()
             _, leg["migrate_s"], _ = run_child([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], self.env,
                                                self.log_file, "migrate")
@@ -256,7 +222,7 @@ class Leg:
         finally:
             if self.backend == "postgres" and not args.keep:
                 try:
-                    postgres_recreate(drop_only=True)
+                    postgres_recreate(PG_DATABASE, drop_only=True)
                 except Exception as exc:  # cleanup must not hide the leg's own error
                     log(f"cleanup of {self.name}: {exc}")
             if self.backend == "sqlite" and not args.keep:

@@ -1,0 +1,58 @@
+"""What the benchmark orchestrators (bench/queue, bench/scoring) share: logging, child steps, scratch databases.
+
+Each benchmark's `run.py` runs its Django-side steps as child processes, one
+per step, so every step starts cold like a worker would and its peak memory
+can be read from wait4.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres connect_timeout=3"
+
+
+def log(message: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def run_child(args: list[str], env: dict, log_file: Path, what: str) -> tuple[dict | None, float, int]:
+    """Run a child to completion: (its RESULT json, wall seconds, peak RSS in KiB from wait4)."""
+    with log_file.open("a") as err:
+        err.write(f"\n=== {what}: {' '.join(args)}\n")
+        err.flush()
+        started = time.perf_counter()
+        child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        out_chunks: list[str] = []
+        reader = threading.Thread(target=lambda: out_chunks.append(child.stdout.read()), daemon=True)
+        reader.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        reader.join()
+        seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        tail = log_file.read_text()[-3000:]
+        raise RuntimeError(f"{what} failed with exit code {child.returncode}; log {log_file}:\n{tail}")
+    result = None
+    for line in "".join(out_chunks).splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+    return result, seconds, usage.ru_maxrss
+
+
+def postgres_recreate(database: str, drop_only: bool = False) -> None:
+    """Drop the benchmark's scratch database (and create it empty again unless `drop_only`)."""
+    import psycopg
+
+    if database in ("test", "test_test", "postgres"):
+        raise ValueError(f"refusing to drop {database!r}: benchmarks use their own database")
+    with psycopg.connect(PG_DSN + " dbname=postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if not drop_only:
+            conn.execute(f'CREATE DATABASE "{database}"')
