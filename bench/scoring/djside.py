@@ -25,8 +25,6 @@ import os
 import pstats
 import sys
 import time
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -155,44 +153,6 @@ def cmd_size(args) -> None:
 
 # --- the timed retrain --------------------------------------------------------
 
-@dataclass
-class EstimatorSpec:
-    name: str
-    mc_dropout: bool = False
-
-
-def estimators_ready(allow_stand_in: bool) -> str | None:
-    """None when `learners.ml.estimators` imports; else, if allowed, install a stand-in and say why it was needed.
-
-    The registry was being rewritten while this benchmark was written
-    (estimator_create, specs with .name/.mc_dropout). The stand-in offers only
-    logistic_regression, with the hyperparameters the previous registry used
-    (C=10, max_iter=2000); RESULTS.md says when it was used.
-    """
-    try:
-        from learners.ml.estimators import ESTIMATORS, estimator_create  # noqa: F401
-        return None
-    except ImportError as exc:
-        if not allow_stand_in:
-            raise SystemExit(
-                f"learners.ml.estimators is not usable yet ({exc}); rerun with --estimator-stand-in to measure "
-                "with the benchmark's stand-in logistic regression (recorded in the results)"
-            ) from exc
-        reason = f"{type(exc).__name__}: {exc}"
-    from sklearn.linear_model import LogisticRegression
-
-    def estimator_create(name: str, *, random_state=None):
-        if name != "logistic_regression":
-            raise ValueError(f"the benchmark's stand-in registry has only logistic_regression, not {name!r}")
-        return LogisticRegression(C=10.0, max_iter=2000, random_state=random_state)
-
-    module = types.ModuleType("learners.ml.estimators")
-    module.ESTIMATORS = {"logistic_regression": EstimatorSpec("logistic_regression")}
-    module.estimator_create = estimator_create
-    sys.modules["learners.ml.estimators"] = module
-    return reason
-
-
 def _database_pid() -> int | None:
     if connection.vendor != "postgresql":
         return None
@@ -202,7 +162,6 @@ def _database_pid() -> int | None:
 
 
 def cmd_train(args) -> None:
-    stand_in = estimators_ready(args.estimator_stand_in)
     from learners.services import scoring, training
 
     rss_before = rss_kib()
@@ -242,7 +201,7 @@ def cmd_train(args) -> None:
         "summary": summary, "phases": phases, "call_s": phases["call"]["wall_s"], "swap_wall_s": swap_wall,
         "swap_in_transaction_s": summary["metrics"].get("swap_seconds"),
         "progress": _progress_summary(progress_log), "rss_before_kib": rss_before, "peak_rss_kib": peak_rss_kib(),
-        "database_pid": database_pid, "estimator_stand_in": stand_in, "vendor": connection.vendor,
+        "database_pid": database_pid, "vendor": connection.vendor,
         "epoch_marks": {name: mark + to_epoch for name, mark in clock.marks.items()} | {"start": since[0] + to_epoch},
     }
     if profiler:
@@ -421,7 +380,6 @@ def main() -> None:
     p.add_argument("--project", type=int, required=True)
     p.add_argument("--request", default=None)
     p.add_argument("--profile", default=None, help="write cProfile tables to this file")
-    p.add_argument("--estimator-stand-in", action="store_true")
     p = sub.add_parser("verify")
     p.add_argument("--project", type=int, required=True)
     p.add_argument("--version", type=int, required=True)

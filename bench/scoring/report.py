@@ -94,13 +94,6 @@ def render(results: dict) -> str:
             lines.append(f"- **Application code changed while the benchmark ran** (by the time {when}, other work "
                          f"had changed: {', '.join(f'`{c}`' for c in changed)}).")
             break
-    stand_ins = {r.get("estimator_stand_in") for leg in results["legs"] for r in leg.get("retrains", [])}
-    stand_ins.discard(None)
-    if stand_ins:
-        lines.append("- **Estimator registry: stand-in.** `learners.ml.estimators` could not be imported when this "
-                     f"ran ({'; '.join(sorted(stand_ins))}), so the retrain used the benchmark's stand-in "
-                     "`logistic_regression` (scikit-learn LogisticRegression, C=10, max_iter=2000, as the previous "
-                     "registry had it). Everything else is the application's code.")
     for skipped in results.get("skipped", []):
         lines.append(f"- Skipped: {skipped}")
     lines += ["", "## Summary", "",

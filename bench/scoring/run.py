@@ -105,9 +105,8 @@ class Leg:
         return result
 
     def train(self, number: int, *extra: str) -> dict:
-        stand_in = ("--estimator-stand-in",) if self.args.estimator_stand_in else ()
         load = loadavg()
-        result, wall, peak = self.step("train", "--project", str(self.project_id), *stand_in, *extra)
+        result, wall, peak = self.step("train", "--project", str(self.project_id), *extra)
         result |= {"process_wall_s": wall, "process_peak_rss_kib": peak, "loadavg_before": load,
                    "loadavg_after": loadavg()}
         phases = result["phases"]
@@ -311,9 +310,6 @@ def parse_args(argv=None):
                         help="one more retrain while a second process asks the queue for items (not in the table)")
     parser.add_argument("--alternatives", action="store_true",
                         help="after each leg, time the prototypes in alternatives.py on its database (not app code)")
-    parser.add_argument("--estimator-stand-in", action="store_true",
-                        help="if learners.ml.estimators is not importable yet, use the benchmark's stand-in "
-                             "logistic regression (C=10, max_iter=2000); recorded in the results")
     parser.add_argument("--results-dir", default=None, help="where results.json and RESULTS.md go "
                         "(default bench/scoring, or bench/scoring/work/quick with --quick)")
     parser.add_argument("--keep", action="store_true", help="keep the databases after the run")
@@ -367,8 +363,7 @@ def main(argv=None) -> int:
         "machine": machine(), "code": code_version(), "target": report.TARGET,
         "settings": {"sizes": args.sizes, "backends": args.backends, "labelled": args.labelled,
                      "second_labels": args.second_labels, "seed": args.seed, "profile": args.profile,
-                     "probe": args.probe, "alternatives": args.alternatives,
-                     "estimator_stand_in_allowed": args.estimator_stand_in},
+                     "probe": args.probe, "alternatives": args.alternatives},
         "legs": [], "skipped": [],
     }
     code = results["code"]
