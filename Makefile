@@ -23,6 +23,9 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 lock: $(VENV)/.installed
+	# uv prefers the pins already in the output file: give it back the local label first, or it
+	# resolves torch==2.13.0 from PyPI with gigabytes of CUDA dependencies
+	sed -i 's/^torch==\([0-9.]*\)$$/torch==\1+cpu/' requirements.txt
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --no-header $(UV_FIND_LINKS)
 	# torch==2.13.0 (no local label) matches the local 2.13.0+cpu wheel and stays installable elsewhere
 	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' requirements.txt
