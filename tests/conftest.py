@@ -17,6 +17,9 @@ import pytest
 import redis
 from django.conf import settings
 
+# Browser fixtures (`browser`, `new_page`) for every test module.
+pytest_plugins = ["tests.browser"]
+
 from workbench.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent

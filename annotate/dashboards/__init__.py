@@ -1,0 +1,1 @@
+"""Dashboard data read from the database (selectors), one module per dashboard."""

@@ -1,0 +1,1 @@
+"""Pure computations behind the dashboards (no Django): forecasts, agreement, throughput."""
