@@ -13,6 +13,7 @@ from annotate.errors import WorkbenchError
 from annotate.models import ImportJob, Project
 from annotate.selectors import queue_status as queue_status_read
 from annotate.services.exporting import annotations_export
+from annotate.services.import_readers import detect_format, rows_estimate
 from annotate.services.importing import ImportFailed, import_file
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,13 @@ def import_items(self, *, project_id: int, path: str, format: str | None = None,
                     "rows_read": done.rows_read, "rows_skipped": done.rows_skipped,
                     "labels_imported": done.labels_imported, "errors": done.errors}
 
+    try:  # for the progress bar; import_file below reports a bad path or format properly
+        total = rows_estimate(path, format or detect_format(path))
+    except (OSError, WorkbenchError):
+        total = None
+
     def progress(rows: int) -> None:
-        self.update_state(state="PROGRESS", meta={"stage": "importing", "rows_read": rows})
+        self.update_state(state="PROGRESS", meta={"stage": "importing", "rows_read": rows, "rows_total": total})
 
     try:
         report = import_file(

@@ -1,11 +1,13 @@
 from django.urls import path
 
-from annotate.views import annotating, imports, project_settings, projects
+from annotate.views import activity, annotating, imports, project_settings, projects
 
 urlpatterns = [
     path("", projects.project_list, name="project-list"),
     path("projects/<int:pk>/", projects.project_detail, name="project-detail"),
     path("projects/<int:pk>/settings/", project_settings.project_settings, name="project-settings"),
+    path("projects/<int:pk>/activity/", activity.project_activity, name="project-activity"),
+    path("projects/<int:pk>/retrain/", activity.project_retrain, name="project-retrain"),
     path("projects/<int:pk>/annotate/", annotating.annotate_page, name="annotate"),
     path("projects/<int:pk>/annotate/label/", annotating.annotate_submit, name="annotate-submit"),
     path("projects/<int:pk>/annotate/skip/", annotating.annotate_skip, name="annotate-skip"),

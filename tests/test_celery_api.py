@@ -86,6 +86,10 @@ def test_doc_client_sends_tasks_by_name_to_a_real_worker(celery_worker, tmp_path
     assert after["model_version"]["number"] == 1
     assert ModelVersion.objects.filter(project=project).count() == 1
     assert "workbench.retrain" in celery_worker.log()
+    stages = [json.loads(line)["stage"] for line in re.findall(r"^progress: (.*)$", run.stdout, re.M)]
+    assert stages, "the client saw the retrain's progress in task state"
+    assert set(stages) <= {"featurising", "training", "scoring"}
+    assert re.search(r"^error: TaskInputError export format 'xml' is not one of \['jsonl', 'csv'\]$", run.stdout, re.M)
 
 
 def test_nth_label_triggers_a_retrain_and_the_queue_follows_the_new_model(celery_worker):

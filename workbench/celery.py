@@ -37,8 +37,15 @@ def enqueue(name: str, *, task_id: str | None = None, **kwargs) -> str:
     """Send task `name` with keyword arguments; returns the task id.
 
     Raises kombu.exceptions.OperationalError when the broker cannot be reached.
+    Tasks about a project (a `project_id` argument) are listed on its page with
+    their progress (workbench.activity).
     """
-    return _sender().send_task(name, kwargs=kwargs, task_id=task_id).id
+    sent = _sender().send_task(name, kwargs=kwargs, task_id=task_id).id
+    if "project_id" in kwargs:  # so the project's pages can show the task's progress
+        from workbench.activity import task_recorded
+
+        task_recorded(project_id=kwargs["project_id"], name=name, task_id=sent)
+    return sent
 
 
 def task_state(task_id: str) -> tuple[str, object]:

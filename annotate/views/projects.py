@@ -5,6 +5,7 @@ from django.shortcuts import render
 from annotate.models import Role
 from annotate.selectors import annotator_progress, projects_for_user, queue_status
 from annotate.views.common import project_for_member
+from workbench.activity import project_tasks
 
 
 @login_required
@@ -23,4 +24,5 @@ def project_detail(request, pk: int):
         "is_owner": membership.role == Role.OWNER,
         "imports": project.import_jobs.order_by("-id")[:10],
         "versions": project.model_versions.defer("artifact", "stop_set").order_by("-number")[:10],
+        "tasks": project_tasks(project.pk),
     })

@@ -1,11 +1,11 @@
 """manage.py import_items PROJECT_ID FILE [--skip-bad-rows] [--skip-existing]"""
-import sys
-
 from django.core.management.base import BaseCommand, CommandError
 
 from annotate.errors import WorkbenchError
 from annotate.models import Project
+from annotate.services.import_readers import detect_format, rows_estimate
 from annotate.services.importing import ImportFailed, import_file
+from workbench.progress import ProgressBars
 
 
 class Command(BaseCommand):
@@ -24,9 +24,14 @@ class Command(BaseCommand):
         except Project.DoesNotExist:
             raise CommandError(f"project {options['project_id']} does not exist") from None
 
+        bars = ProgressBars(self.stderr)
+        try:
+            total = rows_estimate(options["path"], options["format"] or detect_format(options["path"]))
+        except (OSError, WorkbenchError):
+            total = None  # import_file says what is wrong with the path or format
+
         def progress(rows: int) -> None:
-            sys.stderr.write(f"\r{rows:,} rows read")
-            sys.stderr.flush()
+            bars("importing", rows, total)
 
         try:
             report = import_file(
@@ -35,11 +40,11 @@ class Command(BaseCommand):
                 progress=progress,
             )
         except ImportFailed as exc:
-            sys.stderr.write("\n")
             raise CommandError("import rejected, nothing written:\n  " + "\n  ".join(exc.errors)) from None
         except WorkbenchError as exc:
             raise CommandError(str(exc)) from None
-        sys.stderr.write("\n")
+        finally:
+            bars.close()
         self.stdout.write(
             f"imported {report.rows_imported} of {report.rows_read} rows "
             f"({report.labels_imported} with labels, {report.rows_skipped} skipped)"

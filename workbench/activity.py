@@ -1,0 +1,121 @@
+"""Which background tasks a project has, so pages can show their progress.
+
+`workbench.celery.enqueue` records every task sent with a `project_id`
+argument in a short per-project list in Redis (the same Redis as the result
+backend, with the same one-day lifetime as results). Task state and progress
+stay where Celery keeps them; `project_tasks` reads both in one round trip
+and shapes them for the project page's progress panel (polled as JSON).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+logger = logging.getLogger(__name__)
+
+KEEP = 20
+TTL_SECONDS = 24 * 3600
+TITLES = {
+    "workbench.import_items": "Import",
+    "workbench.featurise": "Featurise",
+    "workbench.retrain": "Retrain",
+    "workbench.score_pool": "Re-score the pool",
+    "workbench.export_annotations": "Export annotations",
+    "workbench.queue_status": "Queue status",
+}
+RUNNING = {"PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY"}
+# Cheap reads are not work a person waits for.
+NOT_SHOWN = {"workbench.queue_status"}
+
+
+def _key(project_id: int) -> str:
+    return f"workbench:project:{int(project_id)}:tasks"
+
+
+def _client():
+    from workbench.celery import app
+
+    return app.backend.client
+
+
+def task_recorded(*, project_id: int, name: str, task_id: str) -> None:
+    """Remember that `task_id` (task `name`) works on the project; never fails the caller."""
+    if name in NOT_SHOWN:
+        return
+    entry = json.dumps({"id": task_id, "name": name, "sent": time.time()})
+    try:
+        pipe = _client().pipeline()
+        pipe.lpush(_key(project_id), entry)
+        pipe.ltrim(_key(project_id), 0, KEEP - 1)
+        pipe.expire(_key(project_id), TTL_SECONDS)
+        pipe.execute()
+    except Exception as exc:  # progress display is a nicety; the task itself was sent
+        logger.warning("could not record task %s of project %s: %s", task_id, project_id, exc)
+
+
+def progress_of(state: str, info) -> dict:
+    """{"stage", "done", "total", "percent"} from a task's progress meta (any of our tasks' shapes)."""
+    info = info if isinstance(info, dict) else {}
+    done = info.get("done", info.get("rows_read"))
+    total = info.get("total", info.get("rows_total"))
+    percent = None
+    if isinstance(done, int) and isinstance(total, int) and total > 0:
+        percent = round(min(100.0, 100.0 * done / total), 1)
+    if state == "SUCCESS":
+        percent = 100.0
+    return {"stage": info.get("stage"), "done": done, "total": total, "percent": percent}
+
+
+def project_tasks(project_id: int, limit: int = 8) -> list[dict]:
+    """The project's latest tasks, newest first, each with its state and progress (JSON-able)."""
+    from workbench.celery import app
+
+    try:
+        raw = _client().lrange(_key(project_id), 0, KEEP - 1)
+    except Exception as exc:
+        logger.warning("could not read the task list of project %s: %s", project_id, exc)
+        return []
+    entries, seen = [], set()
+    for line in raw:
+        entry = json.loads(line)
+        if entry["id"] not in seen:
+            seen.add(entry["id"])
+            entries.append(entry)
+    entries = entries[:limit]
+    backend = app.backend
+    keys = [backend.get_key_for_task(e["id"]) for e in entries]
+    metas = backend.client.mget(keys) if keys else []
+    out = []
+    for entry, meta in zip(entries, metas):
+        meta = backend.decode_result(meta) if meta else {"status": "PENDING", "result": None}
+        state, result = meta["status"], meta.get("result")
+        row = {
+            "id": entry["id"], "name": entry["name"], "title": TITLES.get(entry["name"], entry["name"]),
+            "sent": entry["sent"], "state": state, "running": state in RUNNING,
+            **progress_of(state, result if state == "PROGRESS" else None),
+        }
+        if state == "SUCCESS":
+            row["summary"] = _summary(result)
+        elif state == "FAILURE":
+            row["error"] = str(result.get("exc_message", result) if isinstance(result, dict) else result)
+        out.append(row)
+    return out
+
+
+def _summary(result) -> str:
+    """One line saying what a finished task did."""
+    if not isinstance(result, dict):
+        return ""
+    status = result.get("status", "")
+    if "model_version" in result and status == "trained":
+        return f"model v{result['model_version']} on {result.get('trained_on')} labels, {result.get('items_scored')} items scored"
+    if status == "scored":
+        return f"{result.get('items_scored')} items scored by model v{result.get('model_version')}"
+    if "rows_imported" in result:
+        return f"{result['rows_imported']} of {result.get('rows_read')} rows imported"
+    if "annotations" in result and "path" in result:
+        return f"{result['items']} items, {result['annotations']} annotations written"
+    if status in {"cold_start", "featurised"}:
+        return f"{result.get('featurised', 0)} items featurised"
+    return str(result.get("reason") or status)
