@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from annotate.models import Annotation, Assignment, Budget, ImportJob, Item, Label, Membership, Project
 from annotate.services.projects import project_overlap_apply
@@ -48,8 +50,15 @@ class ProjectAdminForm(forms.ModelForm):
 class ProjectAdmin(admin.ModelAdmin):
     form = ProjectAdminForm
     list_display = ["name", "modality", "featuriser", "query_strategy", "estimator", "label_count", "overlap",
-                    "retrain_every"]
-    readonly_fields = ["label_count", "cost_spent", "retrain_requested_at"]
+                    "retrain_every", "dashboards"]
+    readonly_fields = ["label_count", "cost_spent", "retrain_requested_at", "dashboards"]
+
+    @admin.display(description="Dashboards")
+    def dashboards(self, obj):
+        if obj.pk is None:
+            return "-"
+        return format_html('<a href="{}">Budget</a> · <a href="{}">Progress and quality</a>',
+                           reverse("dashboard-budget", args=[obj.pk]), reverse("dashboard-quality", args=[obj.pk]))
     inlines = [LabelInline, BudgetInline, MembershipInline]
 
     def save_model(self, request, obj, form, change):

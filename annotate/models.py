@@ -42,6 +42,11 @@ class Project(models.Model):
         help_text="How long a served item stays reserved for its annotator.",
     )
     cold_start_seed = models.IntegerField(default=0)
+    benchmark_dataset = models.CharField(
+        max_length=64, blank=True,
+        help_text="The active-learning benchmark data set this project's data comes from; "
+                  "its random-sampling curve is drawn as a baseline.",
+    )
     # Counters of human labels, kept by annotate.services.annotations.
     label_count = models.PositiveIntegerField(default=0)
     cost_spent = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))

@@ -1,6 +1,8 @@
 from django.urls import path
 
 from annotate.views import activity, annotating, imports, project_settings, projects
+from annotate.views.dashboard_budget import dashboard_budget, dashboard_budget_csv
+from annotate.views.dashboard_quality import dashboard_quality, dashboard_quality_csv
 
 urlpatterns = [
     path("", projects.project_list, name="project-list"),
@@ -14,4 +16,9 @@ urlpatterns = [
     path("projects/<int:pk>/annotate/undo/", annotating.annotate_undo, name="annotate-undo"),
     path("projects/<int:pk>/import/", imports.import_upload, name="import-upload"),
     path("projects/<int:pk>/import/<str:task_id>/", imports.import_status, name="import-status"),
+    path("projects/<int:pk>/dashboard/quality/", dashboard_quality, name="dashboard-quality"),
+    path("projects/<int:pk>/dashboard/quality/<slug:table>.csv", dashboard_quality_csv,
+         name="dashboard-quality-csv"),
+    path("projects/<int:pk>/dashboard/budget/", dashboard_budget, name="dashboard-budget"),
+    path("projects/<int:pk>/dashboard/budget/<slug:table>.csv", dashboard_budget_csv, name="dashboard-budget-csv"),
 ]

@@ -5,7 +5,7 @@ import pytest
 from django.utils import timezone
 
 from annotate.errors import LeaseError, NotAMember, NothingToUndo, QueueClosed
-from annotate.models import Annotation, Assignment, AssignmentStatus, Budget, Item, Membership
+from annotate.models import Annotation, Assignment, AssignmentStatus, Budget, Item, Membership, Project
 from annotate.services.annotations import annotation_create, annotation_undo_last, assignment_skip
 from annotate.services.queue import queue_next_item
 from tests.factories import add_annotator, add_items, make_project, make_user
@@ -144,6 +144,20 @@ def test_cost_budget_closes_the_queue(project):
     assert closed.value.code == "budget_spent"
     project.refresh_from_db()
     assert str(project.cost_spent) == "1.00"
+
+
+def test_free_labels_pass_a_cost_limit_below_the_spend_at_serve_and_at_save(project):
+    """Serving and saving agree: with a price of 0 a label spends nothing, so a cost limit
+    already below the spend (lowered after paid labels) refuses neither."""
+    add_items(project, ["a", "b"])
+    Project.objects.filter(pk=project.pk).update(cost_spent="5.00")
+    Budget.objects.filter(project=project).update(cost_per_label="0", max_cost="1.00")
+    alice = add_annotator(project)
+
+    served = queue_next_item(project=project, annotator=alice)
+    annotation_create(project=project, annotator=alice, item_id=served.item_id, label="cat")
+
+    assert Item.objects.get(pk=served.item_id).done
 
 
 def test_annotator_quota_closes_only_that_annotators_queue(project):

@@ -58,7 +58,8 @@ def _spend_check(project: Project, membership: Membership) -> None:
         return
     if budget.max_labels is not None and project.label_count >= budget.max_labels:
         raise QueueClosed(f"The project's budget of {budget.max_labels} labels is spent.", code="budget_spent")
-    if budget.max_cost is not None and project.cost_spent + budget.cost_per_label > budget.max_cost:
+    # A free label spends nothing, so a cost limit cannot refuse it (as queue.budget_check, which serves it).
+    if budget.max_cost is not None and budget.cost_per_label > 0 and project.cost_spent + budget.cost_per_label > budget.max_cost:
         raise QueueClosed(f"The project's budget of {budget.max_cost} is spent.", code="budget_spent")
 
 
