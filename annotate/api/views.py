@@ -1,38 +1,33 @@
-"""JSON API over the same services as the UI (token or session auth).
+"""The queue over JSON: lease the next item, label it, skip it, undo, read the queue's status.
 
-The full REST API (listing, export, budgets, OpenAPI) grows in a later issue;
-this part serves the queue to scripts, load tests and other front ends.
+These serve scripts, load tests and other front ends through the same
+services as the UI. Membership is checked by the service each endpoint
+calls (NotAMember answers 404, so outsiders learn nothing), and by `skip`
+itself, whose service checks only the lease. The URL that labels
+(`annotations/`, POST) lists the project's annotations on GET.
 """
+from django.db.models import F
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
+from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from annotate.errors import LeaseError, NotAMember, QueueClosed, UnknownLabel, WorkbenchError
-from annotate.models import Project
+from annotate.api.access import project_get
+from annotate.api.errors import error_response, error_responses
+from annotate.errors import NotAMember, QueueClosed, WorkbenchError
+from annotate.models import Annotation, Membership, Project
 from annotate.selectors import queue_status
 from annotate.services.annotations import annotation_create, annotation_undo_last, assignment_skip
 from annotate.services.queue import queue_next_item
-from annotate.views.common import project_for_member
+
+ID_MAX = 2**63 - 1  # BigAutoField
 
 
 def _project(request, pk: int) -> Project:
-    """The project; membership is checked by the service each endpoint calls
-    (NotAMember answers 404, so outsiders learn nothing)."""
     return get_object_or_404(Project, pk=pk)
-
-
-def _error(exc: WorkbenchError) -> Response:
-    code = {
-        NotAMember: status.HTTP_404_NOT_FOUND,
-        UnknownLabel: status.HTTP_400_BAD_REQUEST,
-        LeaseError: status.HTTP_409_CONFLICT,
-        QueueClosed: status.HTTP_409_CONFLICT,
-    }.get(type(exc), status.HTTP_400_BAD_REQUEST)
-    body = {"detail": str(exc)}
-    if isinstance(exc, QueueClosed):
-        body["code"] = exc.code
-    return Response(body, status=code)
 
 
 def assignment_json(assignment) -> dict:
@@ -47,65 +42,135 @@ def assignment_json(assignment) -> dict:
     }
 
 
+class ServedItemOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    data = serializers.JSONField()
+
+
+class PredictionOut(serializers.Serializer):
+    label_id = serializers.IntegerField()
+    confidence = serializers.FloatField(allow_null=True)
+    model_version = serializers.IntegerField(allow_null=True)
+
+
+class LeaseOut(serializers.Serializer):
+    """A leased item, or `item: null` with why the queue is closed."""
+
+    item = ServedItemOut(allow_null=True)
+    lease_expires_at = serializers.DateTimeField(required=False)
+    prediction = PredictionOut(required=False, allow_null=True)
+    code = serializers.CharField(required=False, help_text="When item is null: budget_spent, quota_spent or "
+                                                           "queue_empty.")
+    detail = serializers.CharField(required=False)
+
+
+class AnnotationIn(serializers.Serializer):
+    item = serializers.IntegerField(min_value=1, max_value=ID_MAX)
+    label = serializers.CharField(max_length=100)
+
+
+class AnnotationCreatedOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    label = serializers.CharField()
+
+
+class ItemIn(serializers.Serializer):
+    item = serializers.IntegerField(min_value=1, max_value=ID_MAX)
+
+
+class AnnotationOut(serializers.ModelSerializer):
+    item_external_id = serializers.CharField(read_only=True)
+    label = serializers.CharField(source="label_name", read_only=True)
+    annotator = serializers.CharField(source="annotator_name", read_only=True, allow_null=True,
+                                      help_text="Username; null for imported labels.")
+
+    class Meta:
+        model = Annotation
+        fields = ["id", "item", "item_external_id", "label", "annotator", "source", "seconds", "cost", "created_at"]
+        read_only_fields = fields
+
+
+@extend_schema(tags=["queue"], summary="Lease the next item to label (a POST: it changes state)", request=None,
+               responses={200: LeaseOut, **error_responses(404)})
 @api_view(["POST"])
 def next_item(request, pk: int):
-    """Lease the next item (POST: it changes state)."""
     project = _project(request, pk)
     try:
         assignment = queue_next_item(project=project, annotator=request.user)
     except QueueClosed as exc:
         return Response({"item": None, "code": exc.code, "detail": str(exc)})
+    except NotAMember as exc:
+        return error_response(exc)
     return Response(assignment_json(assignment))
 
 
-class AnnotationIn(serializers.Serializer):
-    item = serializers.IntegerField()
-    label = serializers.CharField(max_length=100)
+@extend_schema(tags=["annotations"])
+class ProjectAnnotations(GenericAPIView):
+    serializer_class = AnnotationOut
 
-
-class ItemIn(serializers.Serializer):
-    item = serializers.IntegerField()
-
-
-@api_view(["POST"])
-def annotate(request, pk: int):
-    project = _project(request, pk)
-    data = AnnotationIn(data=request.data)
-    data.is_valid(raise_exception=True)
-    try:
-        annotation = annotation_create(
-            project=project, annotator=request.user,
-            item_id=data.validated_data["item"], label=data.validated_data["label"],
+    @extend_schema(summary="The project's annotations, oldest first",
+                   responses={200: AnnotationOut(many=True), **error_responses(404)})
+    def get(self, request, pk: int):
+        project = project_get(request, pk)
+        annotations = (
+            Annotation.objects.filter(project=project)
+            .annotate(item_external_id=F("item__external_id"), label_name=F("label__name"),
+                      annotator_name=F("annotator__username"))
+            .order_by("id")
         )
-    except WorkbenchError as exc:
-        return _error(exc)
-    return Response({"id": annotation.pk, "item": annotation.item_id, "label": annotation.label.name},
-                    status=status.HTTP_201_CREATED)
+        page = self.paginate_queryset(annotations)
+        return self.get_paginated_response(AnnotationOut(page, many=True).data)
+
+    @extend_schema(summary="Label an item you were served", request=AnnotationIn,
+                   responses={201: AnnotationCreatedOut, **error_responses(400, 404, 409)})
+    def post(self, request, pk: int):
+        project = _project(request, pk)
+        data = AnnotationIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            annotation = annotation_create(
+                project=project, annotator=request.user,
+                item_id=data.validated_data["item"], label=data.validated_data["label"],
+            )
+        except WorkbenchError as exc:
+            return error_response(exc)
+        return Response({"id": annotation.pk, "item": annotation.item_id, "label": annotation.label.name},
+                        status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["queue"], summary="Give back an item you were served; you will not be served it again", request=ItemIn,
+               responses={204: None, **error_responses(400, 404, 409)})
 @api_view(["POST"])
 def skip(request, pk: int):
     project = _project(request, pk)
+    # The skip service checks the lease, not the membership: check it here so outsiders get 404 too.
+    if not Membership.objects.filter(project=project, user=request.user).exists():
+        return error_response(NotAMember(f"{request.user} is not a member of project '{project.name}'"))
     data = ItemIn(data=request.data)
     data.is_valid(raise_exception=True)
     try:
         assignment_skip(project=project, annotator=request.user, item_id=data.validated_data["item"])
     except WorkbenchError as exc:
-        return _error(exc)
+        return error_response(exc)
     return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(tags=["queue"], summary="Take back your newest label and be served that item again", request=None,
+               responses={200: LeaseOut, **error_responses(400, 404)})
 @api_view(["POST"])
 def undo(request, pk: int):
     project = _project(request, pk)
     try:
         assignment = annotation_undo_last(project=project, annotator=request.user)
     except WorkbenchError as exc:
-        return _error(exc)
+        return error_response(exc)
     return Response(assignment_json(assignment))
 
 
+@extend_schema(tags=["queue"], summary="Queue counts, budget left and the current model (members and staff)",
+               responses={200: OpenApiTypes.OBJECT, **error_responses(404)})
 @api_view(["GET"])
 def status_view(request, pk: int):
-    project, _ = project_for_member(request, pk)
-    return Response(queue_status(project))
+    return Response(queue_status(project_get(request, pk)))

@@ -77,13 +77,29 @@ def _content_id(data: dict[str, Any]) -> str:
     return "sha1:" + hashlib.sha1(canonical).hexdigest()
 
 
+def _text_check(name: str, text: str) -> None:
+    """Refuse text a database cannot store: PostgreSQL has no NUL, and no driver encodes a lone surrogate."""
+    if "\x00" in text:
+        raise RowInvalid(f"field {name!r} contains a NUL character")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RowInvalid(f"field {name!r} is not valid Unicode (a lone surrogate such as \\ud800)") from None
+
+
 def _scalar(name: str, value: Any, limit: int) -> Any:
+    _text_check(name, name)
     if isinstance(value, (dict, list)):
         raise RowInvalid(f"field {name!r} must be a single value, not a {type(value).__name__}")
-    if isinstance(value, str) and len(value) > limit:
-        raise RowInvalid(
-            f"field {name!r} has {len(value):,} characters; the limit is {limit:,} (IMPORT_MAX_FIELD_CHARS)"
-        )
+    if isinstance(value, float) and not math.isfinite(value):  # JSON lines may hold NaN, Infinity or 1e999
+        raise RowInvalid(f"field {name!r} is {value}; numbers must be finite")
+    if isinstance(value, str):
+        if len(value) > limit:
+            raise RowInvalid(
+                f"field {name!r} has {len(value):,} characters; the limit is {limit:,} (IMPORT_MAX_FIELD_CHARS)"
+            )
+        _text_check(name, value)
     return value
 
 
