@@ -25,6 +25,10 @@ class ModelVersion(models.Model):
     # Predictions on a fixed sample of items, compared across versions for the stopping signal:
     # {"ids": [item ids], "predicted": [class names]}.
     stop_set = models.JSONField(default=dict, blank=True)
+    # Set when the version is a meta-model adapted to the project's first labels (workbench.adapt),
+    # not an estimator trained from scratch.
+    meta_model = models.ForeignKey("MetaModel", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="adapted_versions")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -70,3 +74,52 @@ class ItemFeatures(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["space", "item"], name="itemfeatures_unique")]
+
+
+class MetaModelStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class MetaModel(models.Model):
+    """What earlier projects taught: meta-parameters trained on their labelled features.
+
+    Source projects share the modality and featuriser, so a new project with
+    the same featuriser can start from it (`workbench.adapt`).
+    """
+
+    name = models.CharField(max_length=200)
+    modality = models.CharField(max_length=16)
+    featuriser = models.CharField(max_length=64)
+    algorithm = models.CharField(max_length=32, help_text="maml, fomaml, anil, reptile or protonet.")
+    source_projects = models.ManyToManyField(Project, related_name="+", blank=True)
+    hyper_parameters = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict, blank=True)
+    artifact = models.BinaryField(blank=True, default=b"", help_text="Meta-parameters and settings (torch.save).")
+    status = models.CharField(max_length=12, choices=MetaModelStatus.choices, default=MetaModelStatus.QUEUED)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    cancel_requested = models.BooleanField(default=False, help_text="Set to stop a running meta-training.")
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.algorithm}, {self.featuriser})"
+
+
+class WarmStart(models.Model):
+    """A project's choice of meta-model: until its own model beats the adapted one on held-out
+    labels, the adapted model orders the queue."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="warm_start")
+    meta_model = models.ForeignKey(MetaModel, on_delete=models.CASCADE, related_name="warm_starts")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.project} from {self.meta_model}"
