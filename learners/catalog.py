@@ -25,12 +25,16 @@ FEATURISERS: dict[str, Choice] = {c.name: c for c in [
            frozenset({"text"})),
     Choice("text_minilm", "MiniLM sentence embeddings",
            "384-d all-MiniLM-L6-v2 embeddings of each text (bundled model, runs offline on CPU).",
-           frozenset({"text"})),
+           frozenset({"text"}), provides=frozenset({"shared_space"})),
     Choice("tabular", "Tabular columns",
            "Numeric columns imputed and standardised, other columns one-hot.", frozenset({"tabular"})),
     Choice("image_pixels", "Image pixels",
-           "Small greyscale images as pixel intensities scaled to [0, 1].", frozenset({"image"})),
+           "Small greyscale images as pixel intensities scaled to [0, 1].", frozenset({"image"}),
+           provides=frozenset({"shared_space"})),
 ]}
+# "shared_space": a featuriser fitted on nothing project-specific, so a vector means the same in
+# every project and meta-learning can pool projects (images: of the same size). TF-IDF
+# vocabularies and tabular encoders are fitted per project, so their spaces differ.
 
 DEFAULT_FEATURISER = {"text": "text_tfidf", "tabular": "tabular", "image": "image_pixels"}
 
@@ -85,3 +89,12 @@ def choices_validate(*, modality: str, featuriser: str, estimator: str, query_st
     needs = STRATEGIES[query_strategy].needs
     if "mc_dropout" in needs and "mc_dropout" not in ESTIMATORS[estimator].provides:
         raise InvalidChoice(f"query strategy {query_strategy!r} needs dropout sampling; choose the 'mlp' estimator")
+
+META_ALGORITHMS: dict[str, Choice] = {c.name: c for c in [
+    Choice("protonet", "Prototypical networks",
+           "Learns an embedding where each class is the mean of its examples; any number of classes."),
+    Choice("maml", "MAML", "Learns an initialisation that a few gradient steps adapt to a new label set."),
+    Choice("fomaml", "First-order MAML", "MAML without second derivatives: cheaper, usually as good."),
+    Choice("anil", "ANIL", "MAML that adapts only the classifier head; the body is shared."),
+    Choice("reptile", "Reptile", "Moves the initialisation towards weights trained on each task."),
+]}
