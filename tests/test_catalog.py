@@ -3,6 +3,7 @@ import pytest
 
 from learners import catalog
 from learners.catalog import InvalidChoice, choices_validate
+from learners.meta.algorithms import ALGORITHMS
 from learners.ml.estimators import ESTIMATORS
 from learners.ml.featurisers import FEATURISERS
 from learners.ml.strategies import STRATEGIES
@@ -12,6 +13,7 @@ def test_catalog_names_equal_the_registries():
     assert set(catalog.FEATURISERS) == set(FEATURISERS)
     assert set(catalog.ESTIMATORS) == set(ESTIMATORS)
     assert set(catalog.STRATEGIES) == set(STRATEGIES)
+    assert set(catalog.META_ALGORITHMS) == set(ALGORITHMS)
 
 
 def test_catalog_capabilities_match_the_engine():
