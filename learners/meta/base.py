@@ -112,3 +112,19 @@ class MetaAlgorithm(ABC):
     @abstractmethod
     def hyperparameters(self) -> dict[str, Any]:
         """Keyword arguments that rebuild the algorithm around a model: ``type(self)(model, **hyperparameters())``."""
+
+
+class DifferentiableMetaAlgorithm(MetaAlgorithm):
+    """An algorithm whose meta-gradient is the gradient of a meta-loss (MAML family, ProtoNet; not Reptile)."""
+
+    @abstractmethod
+    def meta_loss(self, params: Params, batch: EpisodeBatch, *, vectorize: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean query loss, mean query accuracy) over the batch's tasks, differentiable in `params`."""
+
+    def meta_gradients(self, params: Params, batch: EpisodeBatch, *, vectorize: bool = True
+                       ) -> tuple[Params, dict[str, float]]:
+        loss, accuracy = self.meta_loss(params, batch, vectorize=vectorize)
+        names = self.trainable_names
+        grads = torch.autograd.grad(loss, [params[name] for name in names])
+        return dict(zip(names, grads)), {"loss": float(loss.detach()), "accuracy": float(accuracy)}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from learners.meta.base import MetaAlgorithm, check_n_way, map_tasks
+from learners.meta.base import DifferentiableMetaAlgorithm, check_n_way, map_tasks
 from learners.meta.episodes import EpisodeBatch
 from learners.meta.functional import Params, inner_adapt, maml_outer_loss
 from learners.meta.predictors import AdaptedModel
@@ -72,7 +72,7 @@ class Learner:
         self.params.update({name: p - self.lr * g for name, p, g in zip(self.adapt_names, tensors, grads)})
 
 
-class MAML(MetaAlgorithm):
+class MAML(DifferentiableMetaAlgorithm):
     """Model-agnostic meta-learning over the model's own parameters.
 
     Parameters
@@ -129,13 +129,6 @@ class MAML(MetaAlgorithm):
 
         losses, accuracies = map_tasks(task, batch, vectorize=vectorize)
         return losses.mean(), accuracies.mean()
-
-    def meta_gradients(self, params: Params, batch: EpisodeBatch, *, vectorize: bool = True
-                       ) -> tuple[Params, dict[str, float]]:
-        loss, accuracy = self.meta_loss(params, batch, vectorize=vectorize)
-        names = self.trainable_names
-        grads = torch.autograd.grad(loss, [params[name] for name in names])
-        return dict(zip(names, grads)), {"loss": float(loss.detach()), "accuracy": float(accuracy)}
 
     def adapt_task(self, meta_params: Params, support_x: torch.Tensor, support_y: torch.Tensor,
                    classes: np.ndarray, steps: int | None) -> AdaptedModel:

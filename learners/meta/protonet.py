@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from learners.meta.base import MetaAlgorithm, map_tasks
+from learners.meta.base import DifferentiableMetaAlgorithm, map_tasks
 from learners.meta.episodes import EpisodeBatch
 from learners.meta.functional import Params, class_prototypes, embeddings_of, protonet_loss
 from learners.meta.predictors import PrototypeClassifier
 
 
-class ProtoNet(MetaAlgorithm):
+class ProtoNet(DifferentiableMetaAlgorithm):
     """Prototypical network over the model's encoder (``forward(x, embed_only=True)``).
 
     Parameters
@@ -49,13 +49,6 @@ class ProtoNet(MetaAlgorithm):
 
         losses, accuracies = map_tasks(task, batch, vectorize=vectorize)
         return losses.mean(), accuracies.mean()
-
-    def meta_gradients(self, params: Params, batch: EpisodeBatch, *, vectorize: bool = True
-                       ) -> tuple[Params, dict[str, float]]:
-        loss, accuracy = self.meta_loss(params, batch, vectorize=vectorize)
-        names = self.trainable_names
-        grads = torch.autograd.grad(loss, [params[name] for name in names])
-        return dict(zip(names, grads)), {"loss": float(loss.detach()), "accuracy": float(accuracy)}
 
     def adapt_task(self, meta_params: Params, support_x: torch.Tensor, support_y: torch.Tensor,
                    classes: np.ndarray, steps: int | None) -> PrototypeClassifier:
