@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import re
-import uuid
-from pathlib import Path
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from kombu.exceptions import OperationalError
 from rest_framework import serializers, status
@@ -26,7 +22,7 @@ from annotate.errors import WorkbenchError
 from annotate.models import Project
 from annotate.services.import_readers import detect_format
 from annotate.services.importing import import_items
-from workbench.celery import enqueue
+from annotate.services.uploads import upload_import_enqueue
 
 # What one JSON request may carry: the import runs inside the request, so bound it (rows and bytes).
 MAX_JSON_ROWS = 5_000
@@ -103,7 +99,7 @@ def _too_large(what: str) -> Response:
 
 
 def upload_import(request, project: Project) -> Response:
-    """Store the upload under a server-chosen name and queue `workbench.import_items` for it."""
+    """Queue `workbench.import_items` for the upload (stored under a name the server picks)."""
     data = UploadIn(data=request.data)
     data.is_valid(raise_exception=True)
     upload = data.validated_data["file"]
@@ -111,19 +107,11 @@ def upload_import(request, project: Project) -> Response:
         file_format = detect_format(upload.name)
     except WorkbenchError as exc:
         return Response({"file": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-    task_id = str(uuid.uuid4())
-    # The client's file name only decorates ours (for the job list), stripped to safe characters.
-    shown = re.sub(r"[^A-Za-z0-9._-]", "_", Path(upload.name).name)[-80:]
-    settings.UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
-    path = settings.UPLOAD_DIR / f"{task_id}-{shown}"
-    with path.open("wb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
     try:
-        enqueue("workbench.import_items", task_id=task_id, project_id=project.pk, path=str(path),
-                format=file_format, skip_bad_rows=data.validated_data["skip_bad_rows"],
-                skip_existing=data.validated_data["skip_existing"])
+        task_id = upload_import_enqueue(
+            project=project, upload=upload, file_format=file_format,
+            skip_bad_rows=data.validated_data["skip_bad_rows"], skip_existing=data.validated_data["skip_existing"],
+        )
     except OperationalError as exc:
-        path.unlink(missing_ok=True)
         return queue_unreachable(exc)
     return task_queued(request, task_id)

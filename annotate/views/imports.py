@@ -1,8 +1,6 @@
 """Upload a CSV/JSONL file; a worker imports it and the job page shows progress."""
-import uuid
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from kombu.exceptions import OperationalError
@@ -10,8 +8,9 @@ from kombu.exceptions import OperationalError
 from annotate.errors import WorkbenchError
 from annotate.models import ImportJob
 from annotate.services.import_readers import detect_format
+from annotate.services.uploads import upload_import_enqueue
 from annotate.views.common import project_for_member
-from workbench.celery import enqueue, task_state
+from workbench.celery import task_state
 
 
 class ImportForm(forms.Form):
@@ -33,22 +32,12 @@ def import_upload(request, pk: int):
     project, _ = project_for_member(request, pk, owner=True)
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        settings.UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
-        upload = form.cleaned_data["file"]
-        path = settings.UPLOAD_DIR / f"{uuid.uuid4().hex}-{upload.name[-80:]}"
-        with path.open("wb") as out:
-            for chunk in upload.chunks():
-                out.write(chunk)
-        task_id = uuid.uuid4().hex
-        kwargs = {
-            "project_id": project.pk, "path": str(path), "format": form.cleaned_data["format"],
-            "skip_bad_rows": form.cleaned_data["skip_bad_rows"],
-            "skip_existing": form.cleaned_data["skip_existing"],
-        }
         try:
-            enqueue("workbench.import_items", task_id=task_id, **kwargs)
+            task_id = upload_import_enqueue(
+                project=project, upload=form.cleaned_data["file"], file_format=form.cleaned_data["format"],
+                skip_bad_rows=form.cleaned_data["skip_bad_rows"], skip_existing=form.cleaned_data["skip_existing"],
+            )
         except OperationalError as exc:
-            path.unlink(missing_ok=True)
             form.add_error(None, f"The task queue cannot be reached, so nothing was imported: {exc}")
         else:
             return redirect("import-status", pk=project.pk, task_id=task_id)
