@@ -11,6 +11,14 @@ from learners.services.training import featurise_and_order, model_version_train,
 logger = logging.getLogger(__name__)
 
 
+def stage_progress(task):
+    """A service's `progress(stage, done, total)` reported as the task's PROGRESS state."""
+    def progress(stage: str, done: int, total: int) -> None:
+        task.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    return progress
+
+
 @shared_task(bind=True, name="workbench.retrain")
 def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
     """Train the project's model on all its labels, score the pool and re-order the queue.
@@ -22,11 +30,8 @@ def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
         logger.warning("retrain: project %s is gone; nothing to do", project_id)
         return {"status": "missing", "project_id": project_id}
 
-    def progress(stage: str, done: int, total: int) -> None:
-        self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
-
     return model_version_train(
-        project_id=project_id, request_id=request_id or self.request.id or "direct", progress=progress
+        project_id=project_id, request_id=request_id or self.request.id or "direct", progress=stage_progress(self)
     )
 
 
@@ -42,10 +47,7 @@ def featurise(self, *, project_id: int) -> dict:
         logger.warning("featurise: project %s is gone; nothing to do", project_id)
         return {"status": "missing", "project_id": project_id}
 
-    def progress(stage: str, done: int, total: int) -> None:
-        self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
-
-    return featurise_and_order(project_id=project_id, progress=progress)
+    return featurise_and_order(project_id=project_id, progress=stage_progress(self))
 
 
 @shared_task(bind=True, name="workbench.score_pool")
@@ -55,7 +57,4 @@ def score_pool(self, *, project_id: int) -> dict:
         logger.warning("score_pool: project %s is gone; nothing to do", project_id)
         return {"status": "missing", "project_id": project_id}
 
-    def progress(stage: str, done: int, total: int) -> None:
-        self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
-
-    return pool_rescore(project_id=project_id, progress=progress)
+    return pool_rescore(project_id=project_id, progress=stage_progress(self))

@@ -142,3 +142,14 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch at one thread for a module of small fits, restored after it (a module opts in with usefixtures)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,7 +11,6 @@ import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
@@ -20,14 +19,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from learners.ml.estimators import ESTIMATORS, CalibratedLinearSVC, estimator_create
 from learners.ml.torch_mlp import MAX_FEATURES, TorchMLPClassifier
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On a busy 2-core machine two OpenMP threads spin-wait on each other and small fits run ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# On a busy 2-core machine two OpenMP threads spin-wait on each other: small fits run ~50x slower.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fast_mlp(**params) -> TorchMLPClassifier:

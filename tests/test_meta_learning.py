@@ -45,14 +45,8 @@ from learners.meta import (
     reptile_update,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On a busy 2-core machine two OpenMP threads spin-wait on each other and small models run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# On a busy 2-core machine two OpenMP threads spin-wait on each other: small fits run ~50x slower.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- independent reference computations -------------------------------------------------------------------------
