@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -56,3 +57,23 @@ def postgres_recreate(database: str, drop_only: bool = False) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         if not drop_only:
             conn.execute(f'CREATE DATABASE "{database}"')
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def unwind_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so the orchestrator's cleanup (servers, scratch
+    databases) runs; a process started in the background may inherit SIGINT ignored."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def sizes_and_backends(parser, args, sizes_attr: str) -> None:
+    """Parse the comma-separated sizes (`1_000_000` allowed) and backends options in place."""
+    setattr(args, sizes_attr, [int(x.replace("_", "")) for x in getattr(args, sizes_attr).split(",") if x])
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(args.backends) - {"sqlite", "postgres"}
+    if unknown:
+        parser.error(f"unknown backend(s) {sorted(unknown)}; use sqlite and/or postgres")

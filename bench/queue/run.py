@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 import client  # noqa: E402
 import corpus  # noqa: E402
 import report  # noqa: E402
-from harness import PG_DSN, log, postgres_recreate, run_child  # noqa: E402
+from harness import PG_DSN, log, postgres_recreate, run_child, sizes_and_backends, unwind_on_signals  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
@@ -750,23 +750,12 @@ def parse_args(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the databases after the run")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results.json")
     args = parser.parse_args(argv)
-    args.items = [int(x.replace("_", "")) for x in args.items.split(",") if x]
-    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(args.backends) - {"sqlite", "postgres"}
-    if unknown:
-        parser.error(f"unknown backend(s) {sorted(unknown)}; use sqlite and/or postgres")
+    sizes_and_backends(parser, args, "items")
     return args
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None) -> int:
-    # Started in the background, a process may inherit SIGINT ignored; either signal
-    # must unwind through the cleanup (gunicorn, Redis, the PostgreSQL database).
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    unwind_on_signals()
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import report  # noqa: E402
-from harness import PG_DSN, log, postgres_recreate, run_child  # noqa: E402
+from harness import PG_DSN, log, postgres_recreate, run_child, sizes_and_backends, unwind_on_signals  # noqa: E402
 
 PYTHON = sys.executable
 WORK = HERE / "work"
@@ -317,24 +316,14 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = "20000"
-    args.sizes = [int(x.replace("_", "")) for x in args.sizes.split(",") if x]
-    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(args.backends) - {"sqlite", "postgres"}
-    if unknown:
-        parser.error(f"unknown backend(s) {sorted(unknown)}; use sqlite and/or postgres")
+    sizes_and_backends(parser, args, "sizes")
     if args.results_dir is None:
         args.results_dir = str(WORK / "quick" if args.quick else HERE)
     return args
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None) -> int:
-    # Either signal must unwind through the cleanup (the PostgreSQL database, the SQLite files).
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    unwind_on_signals()
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
