@@ -135,7 +135,7 @@ def test_owner_starts_a_retrain_and_watches_it_finish_on_the_project_page(celery
     page = new_page()
     log_in(page, live_server, owner)
     page.goto(f"{live_server.url}/projects/{project.pk}/")
-    expect(page.locator("#activity-list")).to_contain_text("No background work")
+    expect(page.locator("#activity-list")).to_contain_text("No recent background work")
     project = labelled_project(owner=owner)  # its seed labels ask the worker for a first retrain
     wait_for(lambda: ModelVersion.objects.filter(project=project).exists(), timeout=120,
              message="the retrain the seed labels asked for")

@@ -2,7 +2,7 @@
 
 `workbench.celery.enqueue` records every task sent with a `project_id`
 argument in a short per-project list in Redis (the same Redis as the result
-backend, with the same one-day lifetime as results). Task state and progress
+backend, kept as long as task results: CELERY_RESULT_EXPIRES). Task state and progress
 stay where Celery keeps them; `project_tasks` reads both in one round trip
 and shapes them for the project page's progress panel (polled as JSON).
 """
@@ -12,10 +12,11 @@ import json
 import logging
 import time
 
+from django.conf import settings
+
 logger = logging.getLogger(__name__)
 
 KEEP = 20
-TTL_SECONDS = 24 * 3600
 TITLES = {
     "workbench.import_items": "Import",
     "workbench.featurise": "Featurise",
@@ -48,7 +49,7 @@ def task_recorded(*, project_id: int, name: str, task_id: str) -> None:
         pipe = _client().pipeline()
         pipe.lpush(_key(project_id), entry)
         pipe.ltrim(_key(project_id), 0, KEEP - 1)
-        pipe.expire(_key(project_id), TTL_SECONDS)
+        pipe.expire(_key(project_id), settings.CELERY_RESULT_EXPIRES)
         pipe.execute()
     except Exception as exc:  # progress display is a nicety; the task itself was sent
         logger.warning("could not record task %s of project %s: %s", task_id, project_id, exc)

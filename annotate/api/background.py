@@ -22,7 +22,7 @@ from annotate.api.access import project_get
 from annotate.api.errors import error_responses
 from workbench.celery import enqueue, task_state
 
-# Celery ids are UUIDs: 36 characters, or 32 hex digits as the upload page makes them.
+# Celery ids are UUIDs: 36 characters, or 32 hex digits (upload-page imports queued before uploads.py).
 TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 FAILED_STATES = {"FAILURE", "RETRY", "REVOKED"}
 

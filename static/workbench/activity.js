@@ -25,7 +25,7 @@
     if (!tasks.length) {
       const li = document.createElement("li");
       li.className = "muted";
-      li.textContent = "No background work in the last day.";
+      li.textContent = "No recent background work.";
       list.append(li);
     }
     for (const t of tasks) {
