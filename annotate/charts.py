@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 
 
@@ -35,7 +35,6 @@ class Marker:
     label: str
     x: object = None
     y: float | None = None
-    extras: dict = field(default_factory=dict)
 
 
 def line_chart_svg(
