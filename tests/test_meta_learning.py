@@ -483,12 +483,34 @@ def test_meta_train_refuses_mismatched_model():
         meta_train(MAML(MetaMLP(5, 8, 4), lr=0.1), blob_sampler(), meta_batch=2, steps=1, meta_lr=1e-3, seed=0)
     with pytest.raises(IncompatibleData, match="takes 6 features per row; the data has 5"):
         meta_train(ProtoNet(MetaMLP(6, 8, 3)), blob_sampler(), meta_batch=2, steps=1, meta_lr=1e-3, seed=0)
-    with pytest.raises(NWayMismatch, match=r"one per class of a 2-way task; the support set has 3 classes \['a', 'b', 'c'\]"):
-        adapt(FOMAML(MetaMLP(5, 8, 2), lr=0.1), MetaMLP(5, 8, 2).params(), np.zeros((3, 5)), ["a", "b", "c"])
     with pytest.raises(IncompatibleData, match="3 labels"):
         adapt(ProtoNet(MetaMLP(5, 8, 2)), MetaMLP(5, 8, 2).params(), np.zeros((4, 5)), ["a", "b", "c"])
     with pytest.raises(UnknownAlgorithm, match="choose one of"):
         algorithm_create("metasgd", MetaMLP(5, 8, 3))
+
+
+@pytest.mark.parametrize("name", ["maml", "anil", "reptile"])
+def test_adapting_to_another_number_of_classes_starts_from_prototypes(name):
+    """A 2-way head meets a 3-class support set: with no inner step the prediction is ProtoNet's on the same
+    encoder (prototype head), and a few steps change it without touching the meta-parameters."""
+    model = MetaMLP(5, 8, 2, seed=3)
+    algorithm = algorithm_create(name, model, lr=0.1)
+    before = {k: v.detach().clone() for k, v in model.params().items()}
+    gen = torch.Generator().manual_seed(0)
+    support_x = torch.randn(9, 5, generator=gen)
+    support_y = ["b", "a", "c"] * 3
+    query = torch.randn(7, 5, generator=gen)
+
+    unadapted = adapt(algorithm, model.params(), support_x, support_y, steps=0)
+    prototypes = adapt(ProtoNet(model), model.params(), support_x, support_y)
+    adapted = adapt(algorithm, model.params(), support_x, support_y, steps=3)
+
+    assert list(unadapted.classes_) == ["a", "b", "c"] == list(adapted.classes_)
+    np.testing.assert_allclose(unadapted.predict_proba(query), prototypes.predict_proba(query), atol=1e-6)
+    assert adapted.params_["head.weight"].shape == (3, 8)
+    assert not np.allclose(adapted.predict_proba(query), unadapted.predict_proba(query))
+    for key, value in model.params().items():
+        assert torch.equal(value, before[key])
 
 
 # --- serialisation ----------------------------------------------------------------------------------------------

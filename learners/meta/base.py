@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import vmap
 
 from learners.meta.episodes import EpisodeBatch
-from learners.meta.functional import Params
+from learners.meta.functional import Params, prototype_head
 from learners.meta.predictors import Predictor
 
 TaskFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Any]
@@ -60,6 +60,26 @@ def check_n_way(model: nn.Module, n_classes: int, context: str) -> None:
     n_way = getattr(model, "n_way", None)
     if n_way is not None and n_classes != n_way:
         raise NWayMismatch(f"the model's head has {n_way} outputs, one per class of a {n_way}-way task; {context}")
+
+
+def head_for_task(model: nn.Module, meta_params: Params, support_x: torch.Tensor, support_y: torch.Tensor,
+                  n_classes: int) -> Params:
+    """Detached copies of the meta-parameters to start adapting a task of `n_classes` classes from.
+
+    A task with as many classes as the head has outputs keeps the meta-learnt head.
+    Any other count (a project with 3 labels adapting a 5-way meta-model) starts
+    from a head built from the support set's class prototypes
+    (`functional.prototype_head`); a model without a ``head.weight``/``head.bias``
+    layer cannot, and raises NWayMismatch.
+    """
+    start = {k: v.detach().clone() for k, v in meta_params.items()}
+    if getattr(model, "n_way", n_classes) == n_classes:
+        return start
+    if "head.weight" not in start or "head.bias" not in start:
+        check_n_way(model, n_classes, f"the support set has {n_classes} classes and the model has no linear "
+                                      "'head' layer to rebuild from prototypes")
+    with torch.no_grad():
+        return prototype_head(model, start, support_x, support_y, n_classes)
 
 
 class MetaAlgorithm(ABC):

@@ -122,6 +122,22 @@ def class_prototypes(embedded_support: torch.Tensor, support_y: torch.Tensor, n_
     return (one_hot.T @ embedded_support) / one_hot.sum(dim=0)[:, None]
 
 
+def prototype_head(model: nn.Module, params: Params, support_x: torch.Tensor, support_y: torch.Tensor,
+                   n_classes: int) -> Params:
+    """`params` with the linear head replaced by one whose logits are nearest-prototype scores (Proto-MAML).
+
+    Row k of the weight is ``2 c_k`` and its bias ``-|c_k|^2``, c_k the mean embedding of
+    class k's support rows, so ``logit_k(x) = -|e(x) - c_k|^2 + |e(x)|^2``: the softmax
+    equals a prototypical network's, for any number of classes (Triantafillou et al.,
+    2020). This lets a head meta-learnt for N-way tasks start a task of any other
+    number of classes; inner SGD steps then refine it. Needs the model's head to be
+    one linear layer ``head.weight``/``head.bias`` on the embedding.
+    """
+    embedded = embeddings_of(model, params, support_x)
+    prototypes = class_prototypes(embedded, support_y, n_classes)
+    return {**params, "head.weight": 2 * prototypes, "head.bias": -(prototypes ** 2).sum(dim=-1)}
+
+
 def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(n, m) squared Euclidean distances between rows of a (n, e) and b (m, e).
 

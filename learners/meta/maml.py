@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from learners.meta.base import DifferentiableMetaAlgorithm, check_n_way, map_tasks
+from learners.meta.base import DifferentiableMetaAlgorithm, head_for_task, map_tasks
 from learners.meta.episodes import EpisodeBatch
 from learners.meta.functional import Params, inner_adapt, maml_outer_loss
 from learners.meta.predictors import AdaptedModel
@@ -132,8 +132,7 @@ class MAML(DifferentiableMetaAlgorithm):
 
     def adapt_task(self, meta_params: Params, support_x: torch.Tensor, support_y: torch.Tensor,
                    classes: np.ndarray, steps: int | None) -> AdaptedModel:
-        check_n_way(self.model, len(classes), f"the support set has {len(classes)} classes {classes.tolist()}")
-        start = {k: v.detach().clone() for k, v in meta_params.items()}
+        start = head_for_task(self.model, meta_params, support_x, support_y, len(classes))
         # No outer gradient is wanted here, so the cheaper first-order steps give the same parameters.
         adapted = inner_adapt(self.model, start, support_x, support_y,
                               steps=self.adapt_steps if steps is None else steps, lr=self.lr, first_order=True,

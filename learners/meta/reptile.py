@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learners.meta.base import MetaAlgorithm, check_n_way, map_tasks
+from learners.meta.base import MetaAlgorithm, head_for_task, map_tasks
 from learners.meta.episodes import EpisodeBatch
 from learners.meta.functional import Params, accuracy_of, inner_adapt, logits_of
 from learners.meta.predictors import AdaptedModel
@@ -70,8 +70,7 @@ class Reptile(MetaAlgorithm):
 
     def adapt_task(self, meta_params: Params, support_x: torch.Tensor, support_y: torch.Tensor,
                    classes: np.ndarray, steps: int | None) -> AdaptedModel:
-        check_n_way(self.model, len(classes), f"the support set has {len(classes)} classes {classes.tolist()}")
-        start = {k: v.detach().clone() for k, v in meta_params.items()}
+        start = head_for_task(self.model, meta_params, support_x, support_y, len(classes))
         adapted = inner_adapt(self.model, start, support_x, support_y,
                               steps=self.adapt_steps if steps is None else steps, lr=self.lr, first_order=True)
         return AdaptedModel(self.model, adapted, classes)
