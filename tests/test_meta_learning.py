@@ -588,3 +588,66 @@ def test_meta_learning_on_digits_beats_chance_on_held_out_classes(digits):
     assert results["protonet"] >= ncm - 0.02
     assert results["fomaml"] > 0.45
     assert ncm > 0.6  # the data and the evaluation are sound
+
+
+# --- model selection on validation classes -------------------------------------------------------------------------
+
+def blob_split(seed: int = 0) -> tuple[EpisodeSampler, EpisodeSampler]:
+    """3-way 1-shot episodes of 8 training blobs, and of 4 other blobs for validation."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, 5)) * 1.5
+    y = np.repeat(np.arange(12), 12)
+    X = centres[y] + rng.normal(size=(144, 5))
+    return (EpisodeSampler(X, y, classes=range(8), n_way=3, k_shot=1, q_query=3, seed=seed),
+            EpisodeSampler(X, y, classes=range(8, 12), n_way=3, k_shot=1, q_query=3, seed=seed))
+
+
+def validation_accuracy(algorithm, sampler, *, seed: int) -> float:
+    params = algorithm.meta_params()
+    return evaluate_episodes(lambda sx, sy, qx: adapt(algorithm, params, sx, sy).predict(qx), sampler,
+                             episodes=30, seed=seed)["accuracy"]
+
+
+def test_meta_train_with_validation_ends_with_the_best_validated_meta_parameters():
+    train, validation = blob_split()
+    algorithm = ProtoNet(ResidualMLP(5, 16, 3, seed=0))
+    snapshots = {0: {k: v.detach().clone() for k, v in algorithm.meta_params().items()}}
+    reports = []
+
+    def progress(step, total, metrics):
+        reports.append((step, set(metrics)))
+        if "validation_accuracy" in metrics:
+            snapshots[step] = {k: v.detach().clone() for k, v in algorithm.meta_params().items()}
+
+    history = meta_train(algorithm, train, meta_batch=4, steps=20, meta_lr=1e-2, seed=0, progress=progress,
+                         validation=validation, validate_every=2, validation_episodes=30)
+
+    scores = [v["accuracy"] for v in history["validation"]]
+    assert [v["step"] for v in history["validation"]] == list(range(0, 21, 2))
+    assert 0 < history["best_step"] < 20  # this arrangement peaks in the middle, so restoring is observable
+    assert history["best_step"] == history["validation"][int(np.argmax(scores))]["step"]
+    assert_dicts_close(algorithm.meta_params(), snapshots[history["best_step"]], rtol=0, atol=0)
+    assert not torch.equal(algorithm.meta_params()["body.0.weight"], snapshots[20]["body.0.weight"])
+    assert validation_accuracy(algorithm, validation, seed=0) == max(scores)
+    assert reports[1] == (2, {"loss", "accuracy", "validation_accuracy"}) and reports[0] == (1, {"loss", "accuracy"})
+
+
+def test_meta_train_keeps_the_untrained_start_when_training_only_hurts_and_stops_after_patience():
+    train, validation = blob_split()
+    algorithm = ProtoNet(ResidualMLP(5, 16, 3, seed=0))  # identity start: nearest class mean, hard to beat here
+    start = {k: v.detach().clone() for k, v in algorithm.meta_params().items()}
+
+    history = meta_train(algorithm, train, meta_batch=4, steps=50, meta_lr=1.0, seed=0,  # a step size that wrecks it
+                         validation=validation, validate_every=2, validation_episodes=30, patience=2)
+
+    assert history["best_step"] == 0
+    assert [v["step"] for v in history["validation"]] == [0, 2, 4]
+    assert history["steps_done"] == 4 and len(history["loss"]) == 4
+    assert_dicts_close(algorithm.meta_params(), start, rtol=0, atol=0)
+
+
+def test_meta_train_without_validation_has_no_validation_history():
+    train, _ = blob_split()
+    history = meta_train(ProtoNet(ResidualMLP(5, 16, 3, seed=0)), train, meta_batch=2, steps=3, meta_lr=1e-2, seed=0)
+
+    assert "validation" not in history and "best_step" not in history and history["steps_done"] == 3

@@ -23,18 +23,28 @@ from learners.meta.baselines import ClassMeanDistances, fit_from_scratch, neares
 from learners.meta.episodes import Episode, EpisodeBatch, EpisodeError, EpisodeSampler, class_split
 from learners.meta.functional import inner_adapt, maml_outer_loss, reptile_update
 from learners.meta.maml import ANIL, FOMAML, MAML, Learner
-from learners.meta.models import MODELS, MetaMLP, MetaNetwork, ResidualMLP
+from learners.meta.models import (
+    MODELS,
+    InputStandardisation,
+    MetaMLP,
+    MetaNetwork,
+    ResidualMLP,
+    StandardisedMLP,
+    StandardisedResidualMLP,
+)
 from learners.meta.predictors import AdaptedModel, PrototypeClassifier
 from learners.meta.protonet import ProtoNet
+from learners.meta.recipes import RecipeError, meta_train_default
 from learners.meta.reptile import Reptile
 from learners.meta.serialization import MetaArtifactError, meta_learner_from_bytes, meta_learner_to_bytes
 from learners.meta.training import IncompatibleData, adapt, evaluate_episodes, meta_train
 
 __all__ = [
     "ALGORITHMS", "ANIL", "AdaptedModel", "ClassMeanDistances", "Episode", "EpisodeBatch", "EpisodeError",
-    "EpisodeSampler", "FOMAML", "IncompatibleData", "Learner", "MAML", "MODELS", "MetaAlgorithm",
-    "MetaArtifactError", "MetaMLP", "MetaNetwork", "NWayMismatch", "ProtoNet", "PrototypeClassifier", "Reptile", "ResidualMLP",
+    "EpisodeSampler", "FOMAML", "IncompatibleData", "InputStandardisation", "Learner", "MAML", "MODELS", "MetaAlgorithm",
+    "MetaArtifactError", "MetaMLP", "MetaNetwork", "NWayMismatch", "ProtoNet", "PrototypeClassifier", "RecipeError", "Reptile", "ResidualMLP",
+    "StandardisedMLP", "StandardisedResidualMLP",
     "UnknownAlgorithm", "adapt", "algorithm_create", "class_split", "evaluate_episodes", "fit_from_scratch",
-    "inner_adapt", "maml_outer_loss", "meta_learner_from_bytes", "meta_learner_to_bytes", "meta_train",
+    "inner_adapt", "maml_outer_loss", "meta_learner_from_bytes", "meta_learner_to_bytes", "meta_train", "meta_train_default",
     "nearest_class_mean", "reptile_update",
 ]

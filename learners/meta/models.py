@@ -135,4 +135,59 @@ class ResidualMLP(MetaNetwork):
         return features if embed_only else self.head(features)
 
 
-MODELS: dict[str, type[MetaNetwork]] = {"mlp": MetaMLP, "residual_mlp": ResidualMLP}
+class InputStandardisation:
+    """Mixin: ``(x - input_mean) / input_scale`` before the network, the statistics kept as buffers.
+
+    Buffers travel in ``state_dict`` (so `serialization` restores them) but are not
+    parameters: the algorithms neither train nor adapt them, and a predictor of
+    such a model takes raw features. Set them with `set_standardisation` from the
+    meta-training rows only; the defaults (0 and 1) are the identity.
+    """
+
+    def _init_standardisation(self, in_dim: int) -> None:
+        self.register_buffer("input_mean", torch.zeros(in_dim))
+        self.register_buffer("input_scale", torch.ones(in_dim))
+
+    def set_standardisation(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Store per-feature `mean` and `scale` (in_dim each; scales must be positive)."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        if mean.shape != self.input_mean.shape or scale.shape != self.input_scale.shape:
+            raise ValueError(f"standardisation needs {self.input_mean.shape[0]} means and scales; got "
+                             f"{mean.shape[0]} and {scale.shape[0]}")
+        if not bool((scale > 0).all()) or not bool(torch.isfinite(mean).all()):
+            raise ValueError("standardisation scales must be positive and means finite")
+        with torch.no_grad():
+            self.input_mean.copy_(mean)
+            self.input_scale.copy_(scale)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_scale
+
+
+class StandardisedMLP(InputStandardisation, MetaMLP):
+    """`MetaMLP` on standardised inputs (`InputStandardisation`): predictors take raw features."""
+
+    def __init__(self, in_dim: int, hidden: int, n_way: int, seed: int = 0) -> None:
+        super().__init__(in_dim, hidden, n_way, seed)
+        self._init_standardisation(in_dim)
+
+    def forward(self, x: torch.Tensor, embed_only: bool = False) -> torch.Tensor:
+        return super().forward(self.standardise(x), embed_only)
+
+
+class StandardisedResidualMLP(InputStandardisation, ResidualMLP):
+    """`ResidualMLP` on standardised inputs: the identity start is nearest class mean on standardised features."""
+
+    def __init__(self, in_dim: int, hidden: int, n_way: int, seed: int = 0) -> None:
+        super().__init__(in_dim, hidden, n_way, seed)
+        self._init_standardisation(in_dim)
+
+    def forward(self, x: torch.Tensor, embed_only: bool = False) -> torch.Tensor:
+        return super().forward(self.standardise(x), embed_only)
+
+
+MODELS: dict[str, type[MetaNetwork]] = {
+    "mlp": MetaMLP, "residual_mlp": ResidualMLP,
+    "standardised_mlp": StandardisedMLP, "standardised_residual_mlp": StandardisedResidualMLP,
+}

@@ -27,7 +27,9 @@ def as_features(X: Any) -> torch.Tensor:
     """Rows as a float32 tensor (the dtype of the models), from a numpy array or tensor."""
     if isinstance(X, torch.Tensor):
         return X.detach().to(torch.float32)
-    return torch.from_numpy(np.asarray(X, dtype=np.float32))
+    array = np.asarray(X, dtype=np.float32)
+    # Cached feature rows are read-only views of database bytes; torch wants memory it may write.
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 class AdaptedModel:
