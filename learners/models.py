@@ -120,6 +120,17 @@ class WarmStart(models.Model):
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="warm_start")
     meta_model = models.ForeignKey(MetaModel, on_delete=models.CASCADE, related_name="warm_starts")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The last held-out comparison (learners.meta.warm_start.compare_on_folds) with the labels it used:
+    # {"own_accuracy", "adapted_accuracy", "folds", "n_labelled", "version"}.
+    comparison = models.JSONField(default=dict, blank=True)
+    # Set, for good, by the first retrain whose own model beat the adapted one on held-out labels.
+    handed_over_version = models.PositiveIntegerField(null=True, blank=True)
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def active(self) -> bool:
+        """The adapted meta-model still orders the queue (the own model has not beaten it)."""
+        return self.handed_over_version is None
 
     def __str__(self) -> str:
         return f"{self.project} from {self.meta_model}"

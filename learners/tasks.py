@@ -58,3 +58,35 @@ def score_pool(self, *, project_id: int) -> dict:
         return {"status": "missing", "project_id": project_id}
 
     return pool_rescore(project_id=project_id, progress=stage_progress(self))
+
+
+@shared_task(bind=True, name="workbench.meta_train")
+def meta_train(self, *, meta_model_id: int) -> dict:
+    """Meta-train a queued meta-model on its source projects' labels (learners.services.meta.meta_model_train).
+
+    Progress: stage "meta-training", done/total outer steps. Cancel with
+    `meta_model_cancel` (the meta-model's Cancel button, or
+    ``manage.py meta_train --cancel ID``): the task then returns status
+    "cancelled" within a few steps.
+    """
+    from learners.models import MetaModel
+    from learners.services.meta import meta_model_train
+
+    if not MetaModel.objects.filter(pk=meta_model_id).exists():
+        logger.warning("meta_train: meta-model %s is gone; nothing to do", meta_model_id)
+        return {"status": "missing", "meta_model_id": meta_model_id}
+    MetaModel.objects.filter(pk=meta_model_id, task_id="").update(task_id=self.request.id or "")
+    return meta_model_train(meta_model_id=meta_model_id, progress=stage_progress(self))
+
+
+@shared_task(bind=True, name="workbench.adapt")
+def adapt(self, *, project_id: int, meta_model_id: int | None = None, request_id: str | None = None) -> dict:
+    """Adapt a meta-model (default: the project's warm start) to the project's labels, store it as a model
+    version and re-order the queue with it. Idempotent per `request_id` (default: this task's id)."""
+    from learners.services.training import model_version_adapt
+
+    if not Project.objects.filter(pk=project_id).exists():
+        logger.warning("adapt: project %s is gone; nothing to do", project_id)
+        return {"status": "missing", "project_id": project_id}
+    return model_version_adapt(project_id=project_id, meta_model_id=meta_model_id,
+                               request_id=request_id or self.request.id or "direct", progress=stage_progress(self))

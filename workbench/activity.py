@@ -22,6 +22,7 @@ TITLES = {
     "workbench.featurise": "Featurise",
     "workbench.retrain": "Retrain",
     "workbench.score_pool": "Re-score the pool",
+    "workbench.adapt": "Adapt the warm-start meta-model",
     "workbench.export_annotations": "Export annotations",
     "workbench.queue_status": "Queue status",
 }

@@ -57,7 +57,15 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
     Features come from the project's feature cache (filled first if items are
     missing rows). Idempotent per `request_id`: a second call with the same id
     returns the version the first one made. Returns a JSON-able summary.
+
+    A project with an active warm start (`learners.models.WarmStart`) compares
+    the meta-model adapted to its labels with its own estimator on the same
+    held-out folds (`learners.services.meta.warm_start_choose`): while the
+    adapted model is not beaten it is the new version and orders the queue;
+    the first time the own model wins, the warm start is handed over for good.
     """
+    from learners.services.meta import warm_start_choose, warm_start_record
+
     existing = ModelVersion.objects.filter(project_id=project_id, request_id=request_id).first()
     if existing is not None:
         return _summary(existing, created=False)
@@ -77,12 +85,90 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
     X = features_load(space, item_ids)
     strategy, estimator = estimator_build(project, seed=seed)
     started = time.perf_counter()
+    choice = warm_start_choose(project, X, labels, own_estimator=estimator)
+    if choice is not None and not choice.hand_over:
+        return _adapted_version_store(project, space, request_id, choice, strategy, X, labels, progress,
+                                      started=started)
     metrics = cross_validated_accuracy(estimator, X, labels, seed=seed)
     estimator.fit(X, labels)
     train_seconds = time.perf_counter() - started
     if progress:
         progress("training", len(labels), len(labels))
+    if choice is not None:
+        metrics["warm_start_handed_over"] = {k: choice.comparison[k] for k in ("own_accuracy", "adapted_accuracy")}
+    return _version_store(
+        project, space, request_id, estimator=estimator, estimator_name=project.estimator, strategy=strategy,
+        X=X, labels=labels, metrics=metrics, train_seconds=train_seconds, progress=progress,
+        on_created=(lambda number: warm_start_record(project_id, choice, version=number)) if choice else None,
+    )
 
+
+def model_version_adapt(*, project_id: int, request_id: str, meta_model_id: int | None = None,
+                        progress: Progress | None = None) -> dict:
+    """Adapt a meta-model to the project's labels, store it as a model version and re-order the queue with it.
+
+    `meta_model_id` defaults to the project's warm start. Every label of the
+    project needs at least the meta-model's ``k_shot`` labelled items
+    (AdaptationFailed names those short). The version's accuracy is the adapted
+    model's on held-out folds, next to the own estimator's on the same folds.
+    Idempotent per `request_id`.
+    """
+    from learners.models import MetaModel, WarmStart
+    from learners.services.meta import AdaptationFailed, warm_start_choose
+
+    existing = ModelVersion.objects.filter(project_id=project_id, request_id=request_id).first()
+    if existing is not None:
+        return _summary(existing, created=False)
+    project = Project.objects.get(pk=project_id)
+    if meta_model_id is None:
+        warm = WarmStart.objects.filter(project=project).first()
+        if warm is None:
+            raise AdaptationFailed(f"project {project_id} names no warm start; pass meta_model_id")
+        meta_model_id = warm.meta_model_id
+    meta_model = MetaModel.objects.filter(pk=meta_model_id).first()
+    if meta_model is None:
+        raise AdaptationFailed(f"meta-model {meta_model_id} does not exist")
+    space = feature_space_current(project)
+    features_fill(space, progress)
+    item_ids, labels = training_labels(project)
+    if progress:
+        progress("adapting", 0, len(labels))
+    X = features_load(space, item_ids) if item_ids else np.zeros((0, space.dim), dtype=np.float32)
+    strategy, estimator = estimator_build(project, seed=project.cold_start_seed)
+    started = time.perf_counter()
+    choice = warm_start_choose(project, X, labels, own_estimator=estimator, meta_model=meta_model)
+    return _adapted_version_store(project, space, request_id, choice, strategy, X, labels, progress, started=started)
+
+
+def strategy_for_adapted(strategy):
+    """The query strategy an adapted meta-model can serve: a committee or dropout strategy falls back to margin."""
+    if strategy.needs & {"committee", "mc_dropout"}:
+        return strategy_get("margin")
+    return strategy
+
+
+def _adapted_version_store(project, space, request_id, choice, strategy, X, labels, progress, *, started) -> dict:
+    from learners.services.meta import warm_start_record
+
+    if progress:
+        progress("adapting", len(labels), len(labels))
+    metrics = choice.metrics()
+    effective = strategy_for_adapted(strategy)
+    if effective is not strategy:
+        metrics["query_strategy_note"] = (f"{strategy.name} needs a committee or dropout, which an adapted "
+                                          f"meta-model lacks; this version orders the queue by {effective.name}")
+    return _version_store(
+        project, space, request_id, estimator=choice.predictor, estimator_name=f"meta:{choice.meta_model.algorithm}",
+        strategy=effective, X=X, labels=labels, metrics=metrics, train_seconds=time.perf_counter() - started,
+        progress=progress, meta_model_id=choice.meta_model.pk,
+        on_created=lambda number: warm_start_record(project.pk, choice, version=number),
+    )
+
+
+def _version_store(project, space, request_id, *, estimator, estimator_name, strategy, X, labels, metrics,
+                   train_seconds, progress, meta_model_id=None, on_created=None) -> dict:
+    """Score the pool with a fitted estimator, store it as the project's next version and swap the queue order."""
+    project_id, seed = project.pk, project.cold_start_seed
     started = time.perf_counter()
     total = Item.objects.filter(project=project, done=False).count()
     scores = pool_score(project=project, space=space, strategy=strategy, estimator=estimator, X_labelled=X,
@@ -106,15 +192,18 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
             number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
             version = ModelVersion.objects.create(
                 project=project, number=number, request_id=request_id,
-                estimator=project.estimator, query_strategy=project.query_strategy, featuriser=space.featuriser,
+                estimator=estimator_name, query_strategy=strategy.name, featuriser=space.featuriser,
                 trained_on=len(labels), label_count=project.label_count, metrics=metrics,
                 artifact=buffer.getvalue(), items_scored=len(scores.item_ids),
                 train_seconds=train_seconds, score_seconds=score_seconds, stop_set=stop_set,
+                meta_model_id=meta_model_id,
             )
             queue_reorder(
                 project=project, item_ids=scores.item_ids, priorities=scores.priorities,
                 predicted_label_ids=predicted_label_ids, confidences=scores.confidence, version_number=number,
             )
+            if on_created is not None:
+                on_created(number)
             version.metrics["swap_seconds"] = round(time.perf_counter() - started, 3)
             ModelVersion.objects.filter(pk=version.pk).update(metrics=version.metrics)
     except IntegrityError:
@@ -123,7 +212,8 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
         if existing is None:
             raise
         return _summary(existing, created=False)
-    logger.info("project %s: model v%s on %s labels, accuracy %s", project_id, number, len(labels), metrics.get("accuracy"))
+    logger.info("project %s: model v%s (%s) on %s labels, accuracy %s", project_id, number, estimator_name,
+                len(labels), metrics.get("accuracy"))
     return _summary(version, created=True)
 
 
@@ -201,6 +291,8 @@ def _summary(version: ModelVersion, *, created: bool) -> dict:
         "status": "trained" if created else "already_trained",
         "project_id": version.project_id,
         "model_version": version.number,
+        "estimator": version.estimator,
+        "meta_model": version.meta_model_id,
         "trained_on": version.trained_on,
         "items_scored": version.items_scored,
         "metrics": version.metrics,
