@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotate.views import activity, annotating, imports, project_settings, projects
+from annotate.views import activity, annotating, imports, meta_models, project_settings, projects
 from annotate.views.dashboard_budget import dashboard_budget, dashboard_budget_csv
 from annotate.views.dashboard_quality import dashboard_quality, dashboard_quality_csv
 
@@ -10,6 +10,11 @@ urlpatterns = [
     path("projects/<int:pk>/settings/", project_settings.project_settings, name="project-settings"),
     path("projects/<int:pk>/activity/", activity.project_activity, name="project-activity"),
     path("projects/<int:pk>/retrain/", activity.project_retrain, name="project-retrain"),
+    path("projects/<int:pk>/warm-start/", meta_models.project_warm_start, name="project-warm-start"),
+    path("projects/<int:pk>/adapt/", meta_models.project_adapt, name="project-adapt"),
+    path("meta-models/", meta_models.meta_model_list, name="meta-model-list"),
+    path("meta-models/<int:pk>/status/", meta_models.meta_model_status, name="meta-model-status"),
+    path("meta-models/<int:pk>/cancel/", meta_models.meta_model_cancel_view, name="meta-model-cancel"),
     path("projects/<int:pk>/annotate/", annotating.annotate_page, name="annotate"),
     path("projects/<int:pk>/annotate/label/", annotating.annotate_submit, name="annotate-submit"),
     path("projects/<int:pk>/annotate/skip/", annotating.annotate_skip, name="annotate-skip"),

@@ -111,7 +111,7 @@ def _annotation_store(
     label: Label, annotator, now,
 ) -> Annotation:
     """Write the label and every counter it moves; the caller holds the project and item locks."""
-    from learners.services.retrain_requests import retrain_enqueue_on_commit
+    from learners.services.retrain_requests import retrain_enqueue_on_commit, warm_start_just_ready
 
     try:
         cost = project.budget.cost_per_label
@@ -132,6 +132,13 @@ def _annotation_store(
         Project.objects.filter(pk=project.pk).update(retrain_requested_at=new_count)
         retrain_enqueue_on_commit(
             project_id=project.pk, reason=f"{new_count} labels", rearm_from=project.retrain_requested_at
+        )
+    elif warm_start_just_ready(project, label.pk):
+        # The warm start can adapt now: the first queue from it should not wait for the next N labels.
+        Project.objects.filter(pk=project.pk).update(retrain_requested_at=new_count)
+        retrain_enqueue_on_commit(
+            project_id=project.pk, reason="every label has the warm start's k_shot examples",
+            rearm_from=project.retrain_requested_at,
         )
     return annotation
 

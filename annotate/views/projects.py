@@ -16,12 +16,17 @@ def project_list(request):
 
 @login_required
 def project_detail(request, pk: int):
+    from learners.services.meta import meta_models_for, warm_start_view
+
     project, membership = project_for_member(request, pk)
+    is_owner = membership.role == Role.OWNER
     return render(request, "annotate/project_detail.html", {
         "project": project,
         "status": queue_status(project),
         "mine": annotator_progress(project, request.user),
-        "is_owner": membership.role == Role.OWNER,
+        "is_owner": is_owner,
+        "warm": warm_start_view(project),
+        "warm_choices": list(meta_models_for(project).only("pk", "name", "algorithm")) if is_owner else [],
         "imports": project.import_jobs.order_by("-id")[:10],
         "versions": project.model_versions.defer("artifact", "stop_set").order_by("-number")[:10],
         "tasks": project_tasks(project.pk),

@@ -44,3 +44,26 @@ def featurise_enqueue_on_commit(*, project_id: int, reason: str) -> None:
             logger.error("could not enqueue featurising of project %s (%s): %s", project_id, reason, exc)
 
     transaction.on_commit(send)
+
+
+def warm_start_just_ready(project: Project, label_id: int) -> bool:
+    """True when a label of `label_id` just gave every label of the project the k_shot items its warm start needs.
+
+    Only while the warm start is active and no version has been chosen with it yet
+    (its comparison is empty), and only for the label that completes the set (its
+    count is exactly k_shot), so one annotation asks once. Counts annotations
+    (a close, cheap stand-in for the majority labels retraining uses).
+    """
+    from django.db.models import Count
+
+    from annotate.models import Annotation, Label
+    from learners.models import WarmStart
+
+    warm = (WarmStart.objects.filter(project=project, handed_over_version__isnull=True)
+            .values_list("comparison", "meta_model__hyper_parameters").first())
+    if warm is None or warm[0]:
+        return False
+    k_shot = int((warm[1] or {}).get("k_shot", 1))
+    counts = dict(Annotation.objects.filter(project=project).values_list("label_id").annotate(n=Count("id")))
+    label_ids = list(Label.objects.filter(project=project).values_list("id", flat=True))
+    return counts.get(label_id, 0) == k_shot and all(counts.get(i, 0) >= k_shot for i in label_ids)
