@@ -10,7 +10,7 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/.*fin
 UV_FIND_LINKS := $(if $(and $(FIND_LINKS),$(wildcard $(FIND_LINKS))),--find-links $(FIND_LINKS),)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lint lock chromium bench-queue bench-al bench-scoring clean
+.PHONY: install run test test-all lint lock chromium bench-queue bench-al bench-scoring bench-meta clean
 
 install: $(VENV)/.installed
 
@@ -61,6 +61,9 @@ bench-scoring: install
 
 bench-al: install
 	$(BIN)/python -m bench.active_learning.run
+
+bench-meta: install
+	$(BIN)/python -m bench.meta_learning.run
 
 clean:
 	rm -rf $(VENV) var

@@ -264,3 +264,35 @@ def test_adapted_model_orders_the_queue_while_the_own_model_does_not_beat_it():
     assert version.meta_model_id == meta_model.pk and version.estimator == "meta:protonet"
     assert warm.active and version.metrics["accuracy"] == 1.0
     assert version.query_strategy == target.query_strategy == "margin"
+
+
+# --- management commands --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_commands_meta_train_here_then_adapt_and_refuse_bad_input():
+    from django.core.management import CommandError, call_command
+
+    a, b = sources()
+    with pytest.raises(CommandError, match="--sources: expected comma-separated project ids, got 'one,two'"):
+        call_command("meta_train", name="x", sources="one,two")
+    with pytest.raises(CommandError, match=r"hyper_parameters: unknown \['stpes'\]"):
+        call_command("meta_train", name="x", sources=f"{a.pk},{b.pk}", hyper='{"stpes": 3}')
+    with pytest.raises(CommandError, match="meta-model 424242 does not exist"):
+        call_command("meta_train", cancel=424242)
+    assert not MetaModel.objects.exists()
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("meta_train", name="digits", sources=f"{a.pk},{b.pk}", algorithm="anil",
+                 hyper='{"n_way": 3, "steps": 6, "hidden": 16}', stdout=out, stderr=err)
+    result = json.loads(out.getvalue())
+    assert result["status"] == "succeeded" and result["algorithm"] == "anil"
+    assert "meta-training" in err.getvalue(), "a progress bar per stage"
+
+    target = digits_project([6, 7, 8, 9], labelled=1, unlabelled=3)
+    out = io.StringIO()
+    call_command("adapt", str(target.pk), meta_model_id=result["meta_model_id"], stdout=out, stderr=io.StringIO())
+    summary = json.loads(out.getvalue())
+    assert summary["estimator"] == "meta:anil" and summary["trained_on"] == 4
+    assert joblib.load(io.BytesIO(bytes(ModelVersion.objects.get(project=target).artifact))).params_[
+        "head.weight"].shape == (4, 64), "a 3-way ANIL head rebuilt for 4 labels from prototypes"
