@@ -18,14 +18,20 @@ def project_activity(request, pk: int):
     return JsonResponse({"tasks": project_tasks(project.pk)})
 
 
+def project_task_send(request, project, name: str, *, started: str, not_started: str):
+    """Send task `name` for the project and say so in a message (or why it could not be sent); back to its page."""
+    try:
+        enqueue(name, project_id=project.pk)
+    except OperationalError as exc:
+        messages.error(request, f"The task queue cannot be reached, so {not_started}: {exc}")
+    else:
+        messages.success(request, f"{started}; its progress shows under Background work.")
+    return redirect("project-detail", pk=project.pk)
+
+
 @login_required
 @require_POST
 def project_retrain(request, pk: int):
     project, _ = project_for_member(request, pk, owner=True)
-    try:
-        enqueue("workbench.retrain", project_id=project.pk)
-    except OperationalError as exc:
-        messages.error(request, f"The task queue cannot be reached, so no retrain was started: {exc}")
-    else:
-        messages.success(request, "Retrain started; its progress shows under Background work.")
-    return redirect("project-detail", pk=project.pk)
+    return project_task_send(request, project, "workbench.retrain", started="Retrain started",
+                             not_started="no retrain was started")

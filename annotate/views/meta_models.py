@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError
 
 from annotate.models import Project, Role
+from annotate.views.activity import project_task_send
 from annotate.views.common import project_for_member
 from learners.catalog import META_ALGORITHMS
 from learners.models import MetaModel, MetaModelStatus
@@ -159,10 +160,5 @@ def project_warm_start(request, pk: int):
 def project_adapt(request, pk: int):
     """Adapt the warm-start meta-model now (workbench.adapt), whatever the comparison says."""
     project, _ = project_for_member(request, pk, owner=True)
-    try:
-        enqueue("workbench.adapt", project_id=project.pk)
-    except OperationalError as exc:
-        messages.error(request, f"The task queue cannot be reached, so nothing was adapted: {exc}")
-    else:
-        messages.success(request, "Adapting the warm-start meta-model; its progress shows under Background work.")
-    return redirect("project-detail", pk=project.pk)
+    return project_task_send(request, project, "workbench.adapt", started="Adapting the warm-start meta-model",
+                             not_started="nothing was adapted")
