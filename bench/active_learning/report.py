@@ -1,6 +1,7 @@
 """RESULTS.md from results.json: the headline, where active learning does not beat random, then the tables."""
 from __future__ import annotations
 
+from bench.active_learning import warm_start_report
 from bench.active_learning.metrics import SAVES_LABELS_RATIO, TARGET_FRACTION, baseline_key
 
 DEFAULT_STRATEGY = "margin"  # the workbench's default query strategy (learners.ml.strategies)
@@ -140,7 +141,8 @@ def _n_random(s: dict) -> int:
     return sum(1 for key in s["arms"] if key.startswith("random"))
 
 
-def render(results: dict) -> str:
+def render(results: dict, warm_start: dict | None = None) -> str:
+    """RESULTS.md; `warm_start` (warm_start.json, a separate run) adds its section after the data sets."""
     settings = results["settings"]
     code = results.get("code", {})
     machine = results.get("machine", {})
@@ -149,7 +151,8 @@ def render(results: dict) -> str:
         "",
         f"Pool-based simulation with an oracle on {len(results['summary'])} real data sets, "
         f"{settings['seeds']} seeds each; reproduce with `make bench-al` (README.md). Plots: `plots/<data set>.png`; "
-        "every curve of every seed: `results.json`.",
+        "every curve of every seed: `results.json`."
+        + (" The meta warm start, a separate run, has its own section at the end." if warm_start else ""),
         "",
         "## Headline",
         "",
@@ -252,6 +255,8 @@ def render(results: dict) -> str:
                        f"{_pm(arm['final_mean'], arm['final_std'])} | {_labels(arm, s['budget'])} | {_ratio(arm)} | "
                        f"{_verdict(key, arm)} | {seconds} |")
         out.append("")
+    if warm_start is not None:
+        out += warm_start_report.section(warm_start)
     errors = [(name, key, seed, message) for name, s in results["summary"].items()
               for key, arm in s["arms"].items() for seed, message in arm["errors"].items()]
     errors += [(job["dataset"], what, job["seed"], text.strip().splitlines()[-1])

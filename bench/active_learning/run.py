@@ -108,12 +108,19 @@ def machine() -> dict:
 
 
 def write_outputs(results: dict, results_dir: Path, *, with_plots: bool) -> None:
+    """results.json, RESULTS.md (with the warm-start section when warm_start.json is there) and the plots."""
+    from bench.active_learning import warm_start_report
+
     results["summary"] = metrics.summarise(results["jobs"])
     (results_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (results_dir / "RESULTS.md").write_text(report.render(results))
+    warm_path = results_dir / "warm_start.json"
+    warm = json.loads(warm_path.read_text()) if warm_path.exists() else None
+    (results_dir / "RESULTS.md").write_text(report.render(results, warm_start=warm))
     if with_plots:
         for name, summary in results["summary"].items():
             plots.plot_dataset(results_dir / "plots" / f"{name}.png", results["datasets"][name]["title"], summary)
+        if warm is not None:
+            warm_start_report.plot(results_dir / "plots" / "warm_start.png", warm)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

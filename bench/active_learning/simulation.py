@@ -14,7 +14,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -103,9 +103,21 @@ def _check_indices(indices: Any, n_candidates: int, n: int, strategy: str) -> np
     return picked
 
 
+class RoundModel(Protocol):
+    """Swaps the model a round uses (bench/active_learning/warm_start.py: the adapted meta-model until handover)."""
+
+    def model_for_round(self, X_labelled: np.ndarray, y_labelled: np.ndarray, own_model: Any,
+                        random_state: int) -> Any: ...
+
+
 def run_curve(arm: Arm, X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
-              seed_set: np.ndarray, schedule: list[int], seed: int) -> dict:
-    """One learning curve: test accuracy after each round of `arm` on this split, and where the time went."""
+              seed_set: np.ndarray, schedule: list[int], seed: int, *, round_model: RoundModel | None = None) -> dict:
+    """One learning curve: test accuracy after each round of `arm` on this split, and where the time went.
+
+    With `round_model`, the model it returns for a round is the one scored on the test split and handed
+    to the strategy, instead of the arm's own fitted estimator; the own estimator's test accuracy is
+    recorded too (``own_accuracy``).
+    """
     from learners.ml.strategies import STRATEGIES
 
     strategy = STRATEGIES[arm.strategy]
@@ -113,6 +125,7 @@ def run_curve(arm: Arm, X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarr
     is_labelled = np.zeros(len(y_pool), dtype=bool)
     is_labelled[labelled] = True
     accuracy: list[float] = []
+    own_accuracy: list[float] = []
     fit_s = query_s = 0.0
     for step, count in enumerate(schedule):
         if len(labelled) != count:
@@ -121,6 +134,9 @@ def run_curve(arm: Arm, X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarr
         t0 = time.perf_counter()
         X_lab, y_lab = X_pool[labelled], y_pool[labelled]
         model = _estimator(arm.estimator, random_state).fit(X_lab, y_lab)
+        if round_model is not None:
+            own_accuracy.append(float(np.mean(model.predict(X_test) == y_test)))
+            model = round_model.model_for_round(X_lab, y_lab, model, random_state)
         fit_s += time.perf_counter() - t0
         accuracy.append(float(np.mean(model.predict(X_test) == y_test)))
         if step == len(schedule) - 1:
@@ -134,7 +150,10 @@ def run_curve(arm: Arm, X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarr
         picked = candidates[_check_indices(indices, len(candidates), n, arm.strategy)]
         is_labelled[picked] = True
         labelled.extend(int(i) for i in picked)
-    return {"accuracy": accuracy, "fit_seconds": fit_s, "query_seconds": query_s}
+    curve: dict = {"accuracy": accuracy, "fit_seconds": fit_s, "query_seconds": query_s}
+    if round_model is not None:
+        curve["own_accuracy"] = own_accuracy
+    return curve
 
 
 def full_data_accuracy(estimator: str, X_pool: np.ndarray, y_pool: np.ndarray, X_test: np.ndarray,
