@@ -29,6 +29,7 @@ from learners.meta import (
     MetaMLP,
     NWayMismatch,
     ProtoNet,
+    RecipeError,
     Reptile,
     ResidualMLP,
     UnknownAlgorithm,
@@ -41,6 +42,7 @@ from learners.meta import (
     meta_learner_from_bytes,
     meta_learner_to_bytes,
     meta_train,
+    meta_train_default,
     nearest_class_mean,
     reptile_update,
 )
@@ -651,3 +653,38 @@ def test_meta_train_without_validation_has_no_validation_history():
     history = meta_train(ProtoNet(ResidualMLP(5, 16, 3, seed=0)), train, meta_batch=2, steps=3, meta_lr=1e-2, seed=0)
 
     assert "validation" not in history and "best_step" not in history and history["steps_done"] == 3
+
+
+# --- the default recipe ------------------------------------------------------------------------------------------
+
+def test_meta_train_default_standardises_with_training_classes_and_round_trips_on_raw_features():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 5)) * 1.5
+    y = np.repeat(np.array([f"c{i}" for i in range(12)]), 12)
+    X = (centres[np.repeat(np.arange(12), 12)] + rng.normal(size=(144, 5))) * 1000.0 + 5000.0  # far from standard
+
+    meta, history = meta_train_default(X, y, algorithm="protonet", n_way=3, k_shot=1, q_query=3, seed=0, steps=10,
+                                       hidden=16, validate_every=5, validation_episodes=20)
+
+    train, held_out = history["train_classes"], history["validation_classes"]
+    assert len(held_out) == 3 and not set(train) & set(held_out) and len(train) + len(held_out) == 12
+    rows = np.isin(y, train)
+    assert torch.allclose(meta.model.input_mean.double(), torch.from_numpy(X[rows].mean(axis=0)), rtol=1e-6)
+    assert torch.allclose(meta.model.input_scale.double(), torch.from_numpy(X[rows].std(axis=0)), rtol=1e-6)
+    assert [v["step"] for v in history["validation"]] == [0, 5, 10]
+
+    support = np.isin(np.arange(144) % 12, [0]) & np.isin(y, ["c0", "c1", "c2"])
+    query = np.isin(y, ["c0", "c1", "c2"]) & ~support
+    predictor = adapt(meta, meta.meta_params(), X[support], y[support])
+    loaded = meta_learner_from_bytes(meta_learner_to_bytes(meta))
+    again = adapt(loaded, loaded.meta_params(), X[support], y[support])
+    assert np.array_equal(again.predict_proba(X[query]), predictor.predict_proba(X[query]))
+    assert np.mean(predictor.predict(X[query]) == y[query]) > 0.6  # raw features in, standardised inside
+
+
+def test_meta_train_default_refuses_unknown_hyperparameters_and_too_few_classes():
+    X, y = labelled_rows({c: 6 for c in "abcd"})
+    with pytest.raises(RecipeError, match=r"unknown hyper-parameters \['hiddden'\]"):
+        meta_train_default(X, y, n_way=2, k_shot=1, q_query=1, steps=1, hiddden=8)
+    with pytest.raises(RecipeError, match="5-way meta-training needs at least 5 classes; the data has 4"):
+        meta_train_default(X, y, n_way=5, k_shot=1, q_query=1, steps=1)

@@ -41,10 +41,10 @@ from learners.meta.training import IncompatibleData, adapt, evaluate_episodes, m
 
 __all__ = [
     "ALGORITHMS", "ANIL", "AdaptedModel", "ClassMeanDistances", "Episode", "EpisodeBatch", "EpisodeError",
-    "EpisodeSampler", "FOMAML", "IncompatibleData", "InputStandardisation", "Learner", "MAML", "MODELS", "MetaAlgorithm",
-    "MetaArtifactError", "MetaMLP", "MetaNetwork", "NWayMismatch", "ProtoNet", "PrototypeClassifier", "RecipeError", "Reptile", "ResidualMLP",
-    "StandardisedMLP", "StandardisedResidualMLP",
-    "UnknownAlgorithm", "adapt", "algorithm_create", "class_split", "evaluate_episodes", "fit_from_scratch",
-    "inner_adapt", "maml_outer_loss", "meta_learner_from_bytes", "meta_learner_to_bytes", "meta_train", "meta_train_default",
+    "EpisodeSampler", "FOMAML", "IncompatibleData", "InputStandardisation", "Learner", "MAML", "MODELS",
+    "MetaAlgorithm", "MetaArtifactError", "MetaMLP", "MetaNetwork", "NWayMismatch", "ProtoNet", "PrototypeClassifier",
+    "RecipeError", "Reptile", "ResidualMLP", "StandardisedMLP", "StandardisedResidualMLP", "UnknownAlgorithm",
+    "adapt", "algorithm_create", "class_split", "evaluate_episodes", "fit_from_scratch", "inner_adapt",
+    "maml_outer_loss", "meta_learner_from_bytes", "meta_learner_to_bytes", "meta_train", "meta_train_default",
     "nearest_class_mean", "reptile_update",
 ]

@@ -11,13 +11,19 @@ What the recipe fixes, and why (numbers in bench/meta_learning/RESULTS.md):
   and meta-training moves it from there;
 * when there are enough classes, some are held out for validation and the
   meta-parameters that adapt best to them are kept (`training.meta_train`'s
-  early stopping), including the untrained start.
+  early stopping), including the untrained start;
+* ProtoNet by default: adaptation is computing prototypes (under a millisecond),
+  and it was the best meta-learner on leaf 1-shot (about +7 to +9 points over
+  nearest class mean on held-out species). On MiniLM text embeddings no
+  meta-learner beat nearest class mean; the validation-selected start keeps
+  ProtoNet level with it. With 5 labels per class, logistic regression on the
+  standardised support set beat every meta-learner on leaf.
 
 No Django: the Celery task and the benchmarks call `meta_train_default`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +35,7 @@ from learners.meta.episodes import EpisodeError, EpisodeSampler
 from learners.meta.models import MODELS, InputStandardisation
 from learners.meta.training import Progress, meta_train
 
+DEFAULT_ALGORITHM = "protonet"
 # Per-algorithm defaults, chosen on the benchmark's validation classes (never its test classes).
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "protonet": {"meta_lr": 1e-3},
@@ -71,8 +78,9 @@ def split_validation_classes(classes: np.ndarray, *, n_way: int, fraction: float
 
 
 def meta_train_default(
-    X: Any, y: Any, *, algorithm: str = "protonet", n_way: int, k_shot: int, q_query: int, seed: int = 0,
-    steps: int = 500, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None, **hyper: Any,
+    X: Any, y: Any, *, algorithm: str = DEFAULT_ALGORITHM, n_way: int, k_shot: int, q_query: int, seed: int = 0,
+    steps: int = 500, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+    validation_classes: Sequence[Any] | None = None, **hyper: Any,
 ) -> tuple[MetaAlgorithm, dict[str, Any]]:
     """Meta-train `algorithm` on the classes of (X, y) with the benchmark's recipe.
 
@@ -94,6 +102,9 @@ def meta_train_default(
         Most outer steps; early stopping on validation classes may end sooner.
     progress, should_stop : callable, optional
         As in `training.meta_train`.
+    validation_classes : sequence, optional
+        Classes of `y` to validate on instead of a random ``validation_fraction`` of
+        them (an empty list: no validation). They are never meta-trained on.
     **hyper
         Overrides of `COMMON_DEFAULTS` and `ALGORITHM_DEFAULTS`:
         ``model`` (a `models.MODELS` name with input standardisation), ``hidden``,
@@ -134,8 +145,20 @@ def meta_train_default(
     if X.ndim != 2 or X.shape[0] != labels.shape[0]:
         raise RecipeError(f"X must be (n, d) with one row per label; got X {X.shape} and {labels.shape[0]} labels")
 
-    train_classes, validation_classes = split_validation_classes(
-        classes, n_way=n_way, fraction=settings["validation_fraction"], seed=seed)
+    if validation_classes is None:
+        train_classes, validation_classes = split_validation_classes(
+            classes, n_way=n_way, fraction=settings["validation_fraction"], seed=seed)
+    else:
+        validation_classes = np.unique(np.asarray(validation_classes))
+        unknown = np.setdiff1d(validation_classes, classes)
+        if unknown.size:
+            raise RecipeError(f"validation classes {unknown.tolist()} do not occur in y")
+        if 0 < len(validation_classes) < 2:
+            raise RecipeError("validation needs at least 2 classes (or none)")
+        train_classes = np.setdiff1d(classes, validation_classes)
+        if len(train_classes) < n_way:
+            raise RecipeError(f"{n_way}-way meta-training needs {n_way} classes besides the validation ones; "
+                              f"{len(train_classes)} are left")
     train_rows = np.isin(labels, train_classes)
     mean, scale = standardisation_of(X[train_rows])
     model = model_cls(X.shape[1], settings["hidden"], n_way, seed=seed)
@@ -162,5 +185,5 @@ def meta_train_default(
     return meta, history
 
 
-__all__ = ["ALGORITHM_DEFAULTS", "COMMON_DEFAULTS", "EpisodeError", "RecipeError", "meta_train_default",
-           "split_validation_classes", "standardisation_of"]
+__all__ = ["ALGORITHM_DEFAULTS", "COMMON_DEFAULTS", "DEFAULT_ALGORITHM", "EpisodeError", "RecipeError",
+           "meta_train_default", "split_validation_classes", "standardisation_of"]

@@ -143,7 +143,8 @@ class _BestOnValidation:
 
     def __init__(self, algorithm: MetaAlgorithm, sampler: EpisodeSampler, *, episodes: int, seed: int,
                  patience: int | None) -> None:
-        self.algorithm, self.sampler, self.episodes, self.seed, self.patience = algorithm, sampler, episodes, seed, patience
+        self.algorithm, self.sampler, self.episodes, self.seed = algorithm, sampler, episodes, seed
+        self.patience = patience
         self.history: list[dict[str, float]] = []
         self.best_accuracy = -np.inf
         self.best_step = 0
