@@ -77,3 +77,12 @@ def sizes_and_backends(parser, args, sizes_attr: str) -> None:
     unknown = set(args.backends) - {"sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backend(s) {sorted(unknown)}; use sqlite and/or postgres")
+
+
+def names_option(parser, value: str, known, what: str) -> list[str]:
+    """A comma-separated option as a list of names, each one of `known` (else a parser error naming `what`)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    return names

@@ -36,6 +36,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from bench.active_learning import datasets, metrics, plots, report, simulation  # noqa: E402
+from bench.harness import names_option  # noqa: E402
 
 DEFAULT_STRATEGIES = ["random", "least_confident", "margin", "entropy", "qbc_vote_entropy", "qbc_kl",
                       "density_margin", "bald", "ranked_batch", "kcenter", "kmeans_pp"]
@@ -138,11 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--refeaturise", action="store_true", help="recompute cached features")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md and plots from results.json")
     args = parser.parse_args(argv)
-    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    args.datasets = names_option(parser, args.datasets, datasets.DATASETS, "data set(s)")
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [d for d in args.datasets if d not in datasets.DATASETS]
-    if unknown:
-        parser.error(f"unknown data set(s) {unknown}; known: {', '.join(datasets.DATASETS)}")
     if args.seeds < 1 or args.jobs < 1:
         parser.error("--seeds and --jobs must be at least 1")
     return args

@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:  # also runnable as a script
 import numpy as np  # noqa: E402
 
 from bench.active_learning import datasets, run, simulation, warm_start_report  # noqa: E402
+from bench.harness import names_option  # noqa: E402
 from learners.meta import adapt, class_split  # noqa: E402
 from learners.meta.recipes import meta_train_default  # noqa: E402
 from learners.meta.warm_start import compare_on_folds, own_model_wins  # noqa: E402
@@ -275,10 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default %(default)s)")
     parser.add_argument("--results-dir", default=str(HERE), help="where warm_start.json, plots/ and RESULTS.md go")
     args = parser.parse_args(argv)
-    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in args.tasks if t not in TASKS]
-    if unknown:
-        parser.error(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+    args.tasks = names_option(parser, args.tasks, TASKS, "task(s)")
     if args.seeds < 1 or args.jobs < 1:
         parser.error("--seeds and --jobs must be at least 1")
     return args

@@ -29,6 +29,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from bench.harness import names_option  # noqa: E402
 from bench.meta_learning import data, report  # noqa: E402
 
 DATASETS = {"leaf": [(5, 1), (5, 5), (10, 1), (10, 5)], "text": [(5, 1), (5, 5)]}
@@ -152,12 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results-dir", default=str(HERE), help="where results.json and RESULTS.md go")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results.json")
     args = parser.parse_args(argv)
-    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    args.algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    if unknown := [d for d in args.datasets if d not in DATASETS]:
-        parser.error(f"unknown data set(s) {unknown}; known: {', '.join(DATASETS)}")
-    if unknown := [a for a in args.algorithms if a not in ALGORITHMS]:
-        parser.error(f"unknown algorithm(s) {unknown}; known: {', '.join(ALGORITHMS)}")
+    args.datasets = names_option(parser, args.datasets, DATASETS, "data set(s)")
+    args.algorithms = names_option(parser, args.algorithms, ALGORITHMS, "algorithm(s)")
     if args.episodes < 2 or args.threads < 1:
         parser.error("--episodes must be at least 2 and --threads at least 1")
     return args
