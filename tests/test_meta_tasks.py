@@ -27,6 +27,7 @@ from learners.services.meta import (
     meta_model_cancel,
     meta_model_create,
     meta_model_enqueue,
+    meta_model_train,
     warm_start_set,
 )
 from learners.services.training import model_version_adapt, model_version_train
@@ -288,6 +289,8 @@ def test_commands_meta_train_here_then_adapt_and_refuse_bad_input():
     result = json.loads(out.getvalue())
     assert result["status"] == "succeeded" and result["algorithm"] == "anil"
     assert "meta-training" in err.getvalue(), "a progress bar per stage"
+    again = meta_model_train(meta_model_id=result["meta_model_id"])
+    assert again["already"] and again["status"] == "succeeded", "a finished meta-model is not trained twice"
 
     target = digits_project([6, 7, 8, 9], labelled=1, unlabelled=3)
     out = io.StringIO()

@@ -146,6 +146,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_lock_take():
+    """The benchmark's run lock (held while the returned file stays open), or None with a message if taken.
+
+    One lock for `run` and `warm_start`: both write the shared feature cache and RESULTS.md.
+    """
+    datasets.WORK.mkdir(parents=True, exist_ok=True)
+    lock = (datasets.WORK / ".run.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        print("another bench/active_learning run holds bench/active_learning/work/.run.lock; wait for it",
+              file=sys.stderr)
+        return None
+    return lock
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
@@ -154,13 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads((results_dir / "results.json").read_text())
         write_outputs(results, results_dir, with_plots=True)
         return 0
-    datasets.WORK.mkdir(parents=True, exist_ok=True)
-    run_lock = (datasets.WORK / ".run.lock").open("a+")
-    try:
-        fcntl.flock(run_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print("another bench/active_learning run holds bench/active_learning/work/.run.lock; wait for it",
-              file=sys.stderr)
+    run_lock = run_lock_take()
+    if run_lock is None:
         return 2
     started = time.perf_counter()
     arm_keys = arms_for(args.strategies, args.estimator)

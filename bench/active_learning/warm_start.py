@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -286,13 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    datasets.WORK.mkdir(parents=True, exist_ok=True)
-    run_lock = (datasets.WORK / ".run.lock").open("a+")
-    try:
-        fcntl.flock(run_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print("another bench/active_learning run holds bench/active_learning/work/.run.lock; wait for it",
-              file=sys.stderr)
+    run_lock = run.run_lock_take()
+    if run_lock is None:
         return 2
     started = time.perf_counter()
     needed = dict.fromkeys(d for name in args.tasks for d in (TASKS[name].dataset, *TASKS[name].sources))

@@ -142,11 +142,18 @@ class InputStandardisation:
     parameters: the algorithms neither train nor adapt them, and a predictor of
     such a model takes raw features. Set them with `set_standardisation` from the
     meta-training rows only; the defaults (0 and 1) are the identity.
+
+    Listed before a `MetaNetwork` class, it wraps that class's ``__init__`` and
+    ``forward``: ``class StandardisedMLP(InputStandardisation, MetaMLP)``.
     """
 
-    def _init_standardisation(self, in_dim: int) -> None:
+    def __init__(self, in_dim: int, hidden: int, n_way: int, seed: int = 0) -> None:
+        super().__init__(in_dim, hidden, n_way, seed)
         self.register_buffer("input_mean", torch.zeros(in_dim))
         self.register_buffer("input_scale", torch.ones(in_dim))
+
+    def forward(self, x: torch.Tensor, embed_only: bool = False) -> torch.Tensor:
+        return super().forward(self.standardise(x), embed_only)
 
     def set_standardisation(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
         """Store per-feature `mean` and `scale` (in_dim each; scales must be positive)."""
@@ -168,23 +175,9 @@ class InputStandardisation:
 class StandardisedMLP(InputStandardisation, MetaMLP):
     """`MetaMLP` on standardised inputs (`InputStandardisation`): predictors take raw features."""
 
-    def __init__(self, in_dim: int, hidden: int, n_way: int, seed: int = 0) -> None:
-        super().__init__(in_dim, hidden, n_way, seed)
-        self._init_standardisation(in_dim)
-
-    def forward(self, x: torch.Tensor, embed_only: bool = False) -> torch.Tensor:
-        return super().forward(self.standardise(x), embed_only)
-
 
 class StandardisedResidualMLP(InputStandardisation, ResidualMLP):
     """`ResidualMLP` on standardised inputs: the identity start is nearest class mean on standardised features."""
-
-    def __init__(self, in_dim: int, hidden: int, n_way: int, seed: int = 0) -> None:
-        super().__init__(in_dim, hidden, n_way, seed)
-        self._init_standardisation(in_dim)
-
-    def forward(self, x: torch.Tensor, embed_only: bool = False) -> torch.Tensor:
-        return super().forward(self.standardise(x), embed_only)
 
 
 MODELS: dict[str, type[MetaNetwork]] = {
