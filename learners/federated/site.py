@@ -1,0 +1,89 @@
+"""A site's side of the protocol: read a message from the coordinator, answer with an update.
+
+`Site.handle` is the whole site-side runtime: the in-process backend calls it
+directly and a site's Celery worker calls it from `workbench.federated_local_train`.
+What a site answers is built here only, from the message and its own rows, so
+the payload audit can reason about one place: the reply holds the weight
+change (optionally clipped, noised and quantised), the example count and a
+few scalar metrics.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Sequence
+
+import numpy as np
+
+from learners.federated.local_training import LocalTraining, LocalTrainingError, local_train
+from learners.federated.models import FederatedModel, ModelSpec
+from learners.federated.privacy import DifferentialPrivacy
+from learners.federated.wire import Message, arrays_to_wire, message_decode, message_encode
+
+Rows = tuple[np.ndarray, np.ndarray]
+
+
+class SiteRefused(ValueError):
+    """A site cannot take part in a round (wrong classes, no rows); the reply carries the reason."""
+
+
+def classes_digest(classes: Sequence[str]) -> str:
+    """What both sides compare to agree on the class order without sending the class names."""
+    return hashlib.sha256("\x1f".join(classes).encode()).hexdigest()[:16]
+
+
+class Site:
+    """One site: its name, a way to read its labelled rows, and the model it last built.
+
+    Parameters
+    ----------
+    name : str
+    rows : callable returning (X, y)
+        The site's labelled feature rows and class indices in the federation's class order.
+        Called once per message, so a long-lived site sees new labels.
+    classes : sequence of str or None
+        The site's class names in order; checked against the coordinator's digest.
+    """
+
+    def __init__(self, name: str, rows: Callable[[], Rows], classes: Sequence[str] | None = None) -> None:
+        self.name = name
+        self._rows = rows
+        self._digest = classes_digest(classes) if classes is not None else None
+        self._models: dict[ModelSpec, FederatedModel] = {}
+
+    def handle(self, data: bytes) -> bytes:
+        message = message_decode(data)
+        try:
+            if message.kind != "train":
+                raise SiteRefused(f"unknown message kind {message.kind!r}")
+            reply = self._train(message)
+        except (SiteRefused, LocalTrainingError) as exc:
+            reply = Message(kind="refused", meta={"reason": str(exc)})
+        return message_encode(reply)
+
+    def _train(self, message: Message) -> Message:
+        meta = message.meta
+        if self._digest is not None and meta.get("classes_digest") != self._digest:
+            raise SiteRefused("this site's classes differ from the federation's (names or order)")
+        spec = ModelSpec(**meta["model"])
+        model = self._models.get(spec) or self._models.setdefault(spec, FederatedModel(spec))
+        X, y = self._rows()
+        if X.shape[1] != spec.n_features:
+            raise SiteRefused(f"this site's features have {X.shape[1]} columns; the model takes {spec.n_features}")
+        seed = int(meta.get("seed", 0))
+        update = local_train(model, message.arrays, X, y, LocalTraining.from_config(meta.get("training", {})),
+                             seed=seed)
+        rng = np.random.default_rng([seed, 7])
+        privacy = meta.get("privacy")
+        if privacy:
+            dp = DifferentialPrivacy(clip_norm=privacy["clip_norm"], noise_multiplier=privacy["noise_multiplier"],
+                                     mode=privacy["mode"])
+            update = dp.clip(update)
+            if dp.mode == "site":
+                update = dp.site_noise(update, expected_sites=int(privacy["expected_sites"]), rng=rng)
+        arrays, compression_meta = arrays_to_wire(meta.get("compression", "none"), update.arrays, rng)
+        return Message(
+            kind="update",
+            meta={"num_examples": update.num_examples, "base_version": int(meta.get("version", 0)),
+                  "metrics": {k: float(v) for k, v in update.metrics.items()}, "compression": compression_meta},
+            arrays=arrays,
+        )
