@@ -134,3 +134,107 @@ class WarmStart(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} from {self.meta_model}"
+
+
+class Federation(models.Model):
+    """Sites that train one model together; only model updates leave a site.
+
+    The settings here are the run's plan (`learners.federated.coordinator.FederationPlan`):
+    which strategy combines updates, which backend carries them, and the privacy layers.
+    """
+
+    BACKENDS = [("inprocess", "in-process simulation"), ("celery", "Celery queue per site")]
+    MODES = [("sync", "synchronous rounds"), ("async", "asynchronous (buffered, FedBuff)")]
+
+    name = models.CharField(max_length=200, unique=True)
+    owner = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="+")
+    backend = models.CharField(max_length=16, choices=BACKENDS, default="inprocess")
+    featuriser = models.CharField(max_length=64, help_text="A shared-space featuriser, so a row means the same "
+                                                           "at every site.")
+    n_features = models.PositiveIntegerField(help_text="Width of the featuriser's rows (MiniLM: 384; 8x8 pixels: 64).")
+    estimator = models.CharField(max_length=64, default="logistic_regression",
+                                 help_text="logistic_regression or mlp: models whose weights can be averaged.")
+    classes = models.JSONField(help_text="Label names in the model's output order; every site has these labels.")
+    strategy = models.CharField(max_length=32, default="fedavg")
+    strategy_parameters = models.JSONField(default=dict, blank=True)
+    training = models.JSONField(default=dict, blank=True, help_text="Local training: epochs, batch_size, lr.")
+    mode = models.CharField(max_length=8, choices=MODES, default="sync")
+    buffer_size = models.PositiveIntegerField(default=2, help_text="Asynchronous mode: aggregate every K arrivals.")
+    sites_per_round = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: every site.")
+    timeout_seconds = models.FloatField(default=120.0, help_text="A site that has not answered by then drops out.")
+    min_updates = models.PositiveIntegerField(default=1)
+    secure_aggregation = models.BooleanField(default=False)
+    # {} for none, else {"clip_norm", "noise_multiplier", "delta", "mode": "site"|"coordinator"}
+    privacy = models.JSONField(default=dict, blank=True)
+    compression = models.CharField(max_length=8, default="none", choices=[("none", "none"), ("int8", "8-bit")])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FederationSite(models.Model):
+    """A member site. In-process: a project of this workbench holds its labels. Celery: a separate
+    deployment whose worker consumes queue ``site.<slug>`` and holds the project ``remote_project_id``."""
+
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="sites")
+    slug = models.SlugField(max_length=50)
+    region = models.CharField(max_length=50, blank=True, help_text="Regional aggregator; empty: report directly.")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    remote_project_id = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["federation", "slug"], name="federation_site_slug_unique")]
+        ordering = ["slug"]
+
+    @property
+    def queue(self) -> str:
+        return f"site.{self.slug}"
+
+    def __str__(self) -> str:
+        return f"{self.federation}: {self.slug}"
+
+
+class FederatedRun(models.Model):
+    federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="runs")
+    rounds = models.PositiveIntegerField()
+    status = models.CharField(max_length=12, choices=MetaModelStatus.choices, default=MetaModelStatus.QUEUED)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True, default="")
+    plan = models.JSONField(default=dict, blank=True, help_text="The settings the run started with.")
+    weights = models.BinaryField(blank=True, default=b"", help_text="The final global weights (wire format).")
+    epsilon = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.federation} run {self.pk}"
+
+
+class FederatedRound(models.Model):
+    """One aggregation of a run, with who took part and what crossed the boundary."""
+
+    run = models.ForeignKey(FederatedRun, on_delete=models.CASCADE, related_name="round_records")
+    number = models.PositiveIntegerField()
+    version = models.PositiveIntegerField()
+    participants = models.JSONField(default=list)
+    dropouts = models.JSONField(default=dict, help_text="site -> reason")
+    updates = models.PositiveIntegerField(default=0)
+    aggregated = models.BooleanField(default=True)
+    bytes_out = models.BigIntegerField(default=0)
+    bytes_in = models.BigIntegerField(default=0, help_text="What reached the coordinator.")
+    site_bytes_in = models.BigIntegerField(default=0, help_text="What left the sites.")
+    metrics = models.JSONField(default=dict)
+    epsilon = models.FloatField(null=True, blank=True)
+    seconds = models.FloatField(default=0.0)
+    payloads = models.JSONField(default=list, help_text="The payload audit of this round: every message across "
+                                                         "a site boundary.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="federated_round_unique")]
+        ordering = ["run", "number"]

@@ -90,3 +90,34 @@ def adapt(self, *, project_id: int, meta_model_id: int | None = None, request_id
         return {"status": "missing", "project_id": project_id}
     return model_version_adapt(project_id=project_id, meta_model_id=meta_model_id,
                                request_id=request_id or self.request.id or "direct", progress=stage_progress(self))
+
+
+@shared_task(bind=True, name="workbench.federated_run")
+def federated_run(self, *, run_id: int) -> dict:
+    """Coordinate a queued federated run (learners.services.federated.federated_run_execute).
+
+    Progress: stage "federated rounds", done/total rounds. Each round is stored as it finishes, with
+    participants, dropouts, bytes and ε. The run's sites answer on their own queues (``site.<slug>``)
+    with the celery backend, so this task never waits on its own queue.
+    """
+    from learners.models import FederatedRun
+    from learners.services.federated import federated_run_execute
+
+    if not FederatedRun.objects.filter(pk=run_id).exists():
+        logger.warning("federated_run: run %s is gone; nothing to do", run_id)
+        return {"status": "missing", "run_id": run_id}
+    FederatedRun.objects.filter(pk=run_id, task_id="").update(task_id=self.request.id or "")
+    return federated_run_execute(run_id=run_id, progress=stage_progress(self))
+
+
+@shared_task(name="workbench.federated_local_train")
+def federated_local_train(*, project_id: int, message: str) -> str:
+    """A site's half of a round: train from the coordinator's weights on this deployment's labels.
+
+    Sent by the coordinator to queue ``site.<slug>``; `message` and the result are base64 federation
+    messages (learners.federated.wire). Only the weight change, the example count and scalar metrics
+    go back.
+    """
+    from learners.services.federated import federated_local_train as local_train
+
+    return local_train(project_id=project_id, message=message)

@@ -18,7 +18,6 @@ from learners.federated.privacy import DifferentialPrivacy
 from learners.federated.site import Site, classes_digest
 from learners.federated.strategies import strategy_create
 from learners.federated.updates import arrays_norm
-from learners.federated.wire import message_decode
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -168,9 +167,8 @@ def test_differential_privacy_clips_every_update_and_reports_the_accountants_eps
     for record in coordinator.audit.records:
         if record.direction == "in":
             assert record.meta["num_examples"] == 1
-    # what the sites sent, decoded, is within the clip norm
-    norms = [r.meta["metrics"]["update_norm"] for r in coordinator.audit.records if r.direction == "in"]
-    assert max(norms) > 0.5  # clipping had something to do
+        if record.direction == "in":
+            assert record.meta["metrics"] == {}  # exact local facts would spend privacy the accountant misses
     reference = RDPAccountant()
     for _ in range(3):
         reference.step(noise_multiplier=1.1, sample_rate=4 / 5)

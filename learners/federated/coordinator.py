@@ -30,7 +30,7 @@ from learners.federated.local_training import LocalTraining
 from learners.federated.models import ModelSpec
 from learners.federated.privacy import DifferentialPrivacy, PrivacyAccountant
 from learners.federated.strategies import Strategy
-from learners.federated.updates import Arrays, Update, arrays_add, arrays_check_like, arrays_copy
+from learners.federated.updates import Arrays, Update, arrays_check_like, arrays_copy
 from learners.federated.wire import (
     Message,
     PayloadAudit,
@@ -259,14 +259,17 @@ class Coordinator:
                 updates_in, bytes_in = self._through_regions(updates_in, number)
             change = plan.strategy.combine(updates_in)
             if plan.privacy is not None and plan.privacy.mode == "coordinator":
-                noise = plan.privacy.coordinator_noise(change, self._rng)
-                change = arrays_add(change, noise, 1.0 / max(counts["updates"], 1))
+                # clipped updates weigh 1 each, so the change is their mean: noise the sum, then divide
+                k = counts["updates"]
+                noisy = plan.privacy.coordinator_noise({n: v * k for n, v in change.items()}, self._rng)
+                change = {n: (v / k).astype(np.float32) for n, v in noisy.items()}
         aggregated = change is not None and counts["updates"] >= plan.min_updates
         if aggregated:
             self.weights = plan.strategy.apply(self.weights, change)
             self.version += 1
             if self.accountant is not None:
-                self.accountant.step(plan.privacy.noise_multiplier, len(participants) / len(self.backend.sites()))
+                self.accountant.step(self._round_noise_multiplier(counts["updates"], len(participants)),
+                                     len(participants) / len(self.backend.sites()))
         return self._finish(number, participants, dropouts, counts, metric_sums, bytes_in, site_bytes_in,
                             started, wall, aggregated)
 
@@ -284,6 +287,13 @@ class Coordinator:
         )
         self.results.append(result)
         return result
+
+    def _round_noise_multiplier(self, reporting: int, expected: int) -> float:
+        """σ the sum actually carried: in site mode each site adds its share, so dropouts leave less noise."""
+        privacy = self.plan.privacy
+        if privacy.mode == "site":
+            return privacy.effective_noise_multiplier(reporting, expected)
+        return privacy.noise_multiplier
 
     def epsilon(self) -> float | None:
         if self.accountant is None or not self.accountant.rounds:

@@ -52,6 +52,7 @@ def _is_number(value: object) -> bool:
 
 
 def check_noise_multiplier(noise_multiplier: float) -> None:
+    """Raise `PrivacyConfigError` unless sigma is a finite number > 0."""
     if not (_is_number(noise_multiplier) and math.isfinite(noise_multiplier) and noise_multiplier > 0):
         raise PrivacyConfigError(
             f"noise_multiplier must be a finite number > 0, got {noise_multiplier!r}: "
@@ -60,6 +61,7 @@ def check_noise_multiplier(noise_multiplier: float) -> None:
 
 
 def check_sample_rate(sample_rate: float) -> None:
+    """Raise `PrivacyConfigError` unless q is in (0, 1]."""
     if not (_is_number(sample_rate) and 0 < sample_rate <= 1):
         raise PrivacyConfigError(
             f"sample_rate must be in (0, 1], sites sampled per round / total sites, got {sample_rate!r}"
@@ -67,6 +69,7 @@ def check_sample_rate(sample_rate: float) -> None:
 
 
 def check_delta(delta: float) -> None:
+    """Raise `PrivacyConfigError` unless delta is in (0, 1)."""
     if not (_is_number(delta) and 0 < delta < 1):
         raise PrivacyConfigError(f"delta must be in (0, 1), typically below 1 / number of sites, got {delta!r}")
 
@@ -151,7 +154,7 @@ class DifferentialPrivacy:
             arrays = arrays_copy(update.arrays)
         else:
             arrays = _scale_below(update.arrays, self.clip_norm / norm, self.clip_norm)
-        return replace(update, arrays=arrays, num_examples=update.num_examples, metrics={**update.metrics, "update_norm": norm})
+        return replace(update, arrays=arrays, num_examples=1, metrics={**update.metrics, "update_norm": norm})
 
     def site_noise(self, update: Update, expected_sites: int, rng: np.random.Generator) -> Update:
         """A clipped update plus N(0, (sigma*C)^2 / m) per coordinate, so m such updates sum to std sigma*C.

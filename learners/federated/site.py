@@ -10,6 +10,7 @@ few scalar metrics.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -77,7 +78,9 @@ class Site:
         if privacy:
             dp = DifferentialPrivacy(clip_norm=privacy["clip_norm"], noise_multiplier=privacy["noise_multiplier"],
                                      mode=privacy["mode"])
-            update = dp.clip(update)
+            # Metrics (the norm before clipping, local loss and accuracy) are exact, un-noised facts about
+            # the local rows that the accountant does not count: under differential privacy none leave.
+            update = replace(dp.clip(update), metrics={})
             if dp.mode == "site":
                 update = dp.site_noise(update, expected_sites=int(privacy["expected_sites"]), rng=rng)
         arrays, compression_meta = arrays_to_wire(meta.get("compression", "none"), update.arrays, rng)

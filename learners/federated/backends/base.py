@@ -47,8 +47,9 @@ class Backend(ABC):
     def now(self) -> float:
         """The backend's clock in seconds: wall time, or simulated time for a simulation."""
 
+    @abstractmethod
     def abandon(self, site: str) -> None:
         """Stop waiting for `site` (a dropout); a late reply from it must never be delivered."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections and processes."""
