@@ -212,3 +212,38 @@ def test_site_with_other_classes_refuses_and_drops_out(digits):
     sites["s2"] = Site("s2", rows=lambda: (X[parts[2]], y[parts[2]]), classes=list("abcdefghij"))
     result = Coordinator(InProcessBackend(sites), make_plan()).round()
     assert result.dropouts == {"s2": "refused: this site's classes differ from the federation's (names or order)"}
+
+
+def test_secure_aggregation_round_equals_plain_fedavg_and_the_coordinator_sees_only_masked_vectors(digits):
+    X, y, _, _ = digits
+    sites, _ = make_sites(X, y, n_sites=6)
+    plain = Coordinator(InProcessBackend(sites), make_plan(seed=3))
+    secure = Coordinator(InProcessBackend(sites), make_plan(seed=3, secure=True))
+    a, b = plain.round(), secure.round()
+    for name in plain.weights:
+        np.testing.assert_allclose(secure.weights[name], plain.weights[name], atol=1e-4)
+    assert b.updates == 6 and b.metrics["accuracy_before"] == pytest.approx(a.metrics["accuracy_before"], abs=1e-3)
+    incoming = [r for r in secure.audit.records if r.direction == "in"]
+    assert {r.kind for r in incoming} == {"secagg_keys", "secagg_shares", "secagg_masked", "secagg_reveal"}
+    assert not any(name in r.arrays for r in incoming for name in plain.weights)  # no update in the clear
+    assert all(r.arrays["y"][0] == "uint32" for r in incoming if r.kind == "secagg_masked")
+
+
+def test_secure_aggregation_recovers_the_sum_when_a_third_drop_out(digits):
+    X, y, _, _ = digits
+    sites, parts = make_sites(X, y, n_sites=6)
+    # s4 and s5 answer the first two messages, then stop answering (after sharing their keys)
+    def fail(site, number):  # requests: 0 train (keys), 1 key list (shares), 2 input, 3 unmask
+        return site in ("s4", "s5") and number >= 2
+
+    secure = Coordinator(InProcessBackend(sites, fail=fail), make_plan(seed=3, secure=True))
+    start = secure.weights
+    result = secure.round()
+    assert set(result.dropouts) == {"s4", "s5"} and result.updates == 4
+    model = FederatedModel(secure.plan.model)
+    seed = secure.audit.records[0].meta["seed"]
+    updates = [local_train(model, start, X[parts[i]], y[parts[i]], secure.plan.training, seed=seed) for i in range(4)]
+    counts = np.array([u.num_examples for u in updates], dtype=float)
+    for name in start:
+        expected = start[name] + np.tensordot(counts / counts.sum(), np.stack([u.arrays[name] for u in updates]), 1)
+        np.testing.assert_allclose(secure.weights[name], expected, atol=1e-4)

@@ -180,3 +180,20 @@ def test_site_killed_mid_round_ends_the_round_as_a_dropout(sites):
     assert elapsed < 12.0 + 5.0
     # bring the site back for the other tests (module fixture)
     victim.worker = WorkerProcess(queues="site.south", name="site-south-2", env={"DATABASE_URL": victim.database_url})
+
+
+def test_secure_aggregation_across_site_workers_gives_the_plain_round(sites):
+    plain = make_federation(sites)
+    secure = make_federation(sites, secure_aggregation=True)
+    results = {}
+    for federation in (plain, secure):
+        plan = federation_check(federation, list(federation.sites.all()))
+        coordinator = Coordinator(backend_for(federation), plan)
+        result = coordinator.round()
+        results[federation.secure_aggregation] = (coordinator, result)
+    (clear, a), (masked, b) = results[False], results[True]
+    assert b.updates == 2 and not b.dropouts
+    for name in clear.weights:
+        np.testing.assert_allclose(masked.weights[name], clear.weights[name], atol=1e-3)
+    kinds = [r.kind for r in masked.audit.records if r.direction == "in"]
+    assert sorted(set(kinds)) == ["secagg_keys", "secagg_masked", "secagg_reveal", "secagg_shares"]

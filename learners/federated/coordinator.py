@@ -156,19 +156,20 @@ class Coordinator:
 
     # -- the message a round sends ------------------------------------------------------------------------
 
-    def _train_message(self, round_number: int, expected_sites: int) -> bytes:
+    def _train_message(self, round_number: int, expected_sites: int, extra: dict[str, Any] | None = None,
+                       seed: int | None = None) -> bytes:
         plan = self.plan
         training = {**plan.training.__dict__, **plan.strategy.fit_config(round_number)}
         meta: dict[str, Any] = {
             "round": round_number, "version": self.version, "model": plan.model.as_dict(),
-            "training": training, "seed": int(self._rng.integers(2**31)), "compression": plan.compression,
+            "training": training, "seed": int(self._rng.integers(2**31)) if seed is None else seed, "compression": plan.compression,
         }
         if plan.classes_digest is not None:
             meta["classes_digest"] = plan.classes_digest
         if plan.privacy is not None:
             meta["privacy"] = {"clip_norm": plan.privacy.clip_norm, "noise_multiplier": plan.privacy.noise_multiplier,
                               "mode": plan.privacy.mode, "expected_sites": expected_sites}
-        return message_encode(Message(kind="train", meta=meta, arrays=self.weights))
+        return message_encode(Message(kind="train", meta={**meta, **(extra or {})}, arrays=self.weights))
 
     def _update_from(self, reply: Reply, round_number: int, dropouts: dict[str, str]) -> Update | None:
         if reply.data is None:

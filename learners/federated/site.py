@@ -18,6 +18,7 @@ import numpy as np
 from learners.federated.local_training import LocalTraining, LocalTrainingError, local_train
 from learners.federated.models import FederatedModel, ModelSpec
 from learners.federated.privacy import DifferentialPrivacy
+from learners.federated.secure_aggregation import SecAggClient, SecureAggregationError, weighted_vector
 from learners.federated.wire import Message, arrays_to_wire, message_decode, message_encode
 
 Rows = tuple[np.ndarray, np.ndarray]
@@ -54,12 +55,59 @@ class Site:
     def handle(self, data: bytes) -> bytes:
         message = message_decode(data)
         try:
-            if message.kind != "train":
+            if message.kind == "train":
+                reply = self._train(message)
+            elif message.kind in SECURE_STEPS:
+                reply = SECURE_STEPS[message.kind](self, message)
+            else:
                 raise SiteRefused(f"unknown message kind {message.kind!r}")
-            reply = self._train(message)
-        except (SiteRefused, LocalTrainingError) as exc:
+        except (SiteRefused, LocalTrainingError, SecureAggregationError) as exc:
             reply = Message(kind="refused", meta={"reason": str(exc)})
         return message_encode(reply)
+
+    # -- secure aggregation: this site's state lives between the round's four messages ---------------------
+
+    def _secure_start(self, meta: dict, update) -> Message:
+        secure = meta["secure"]
+        client = SecAggClient(int(secure["client_id"]), threshold=int(secure["threshold"]),
+                              n_clients=int(secure["n_clients"]), scale_bits=int(secure["scale_bits"]),
+                              clip=float(secure["clip"]))
+        accuracy = update.metrics.get("accuracy_before", 0.0)
+        vector = np.concatenate([weighted_vector(update), [update.num_examples * accuracy]])
+        self._secure = {"round": meta["round"], "client": client, "vector": vector}
+        keys = client.advertise_keys()
+        return Message(kind="secagg_keys", meta={"round": meta["round"]},
+                       arrays={k: np.frombuffer(v, dtype=np.uint8) for k, v in keys.items()})
+
+    def _secure_state(self, message: Message) -> dict:
+        state = getattr(self, "_secure", None)
+        if state is None or state["round"] != message.meta.get("round"):
+            raise SiteRefused("no secure-aggregation round in progress here (the site restarted?)")
+        return state
+
+    def _secure_share(self, message: Message) -> Message:
+        state = self._secure_state(message)
+        keys: dict[int, dict[str, bytes]] = {}
+        for name, array in message.arrays.items():
+            kind, client = name.split(".")
+            keys.setdefault(int(client), {})[kind] = array.tobytes()
+        ciphertexts = state["client"].share_keys(keys)
+        return Message(kind="secagg_shares", meta={"round": state["round"]},
+                       arrays={f"ct.{v}": np.frombuffer(c, dtype=np.uint8) for v, c in ciphertexts.items()})
+
+    def _secure_input(self, message: Message) -> Message:
+        state = self._secure_state(message)
+        received = {int(name.split(".")[1]): array.tobytes() for name, array in message.arrays.items()}
+        masked = state["client"].masked_input(state.pop("vector"), received)
+        return Message(kind="secagg_masked", meta={"round": state["round"]}, arrays={"y": masked})
+
+    def _secure_unmask(self, message: Message) -> Message:
+        state = self._secure_state(message)
+        reveal = state["client"].unmask(message.meta["survivors"], message.meta["dropped"])
+        self._secure = None
+        arrays = {f"b.{v}": np.frombuffer(c, dtype=np.uint8) for v, c in reveal["b"].items()}
+        arrays |= {f"s.{v}": np.frombuffer(c, dtype=np.uint8) for v, c in reveal["s_sk"].items()}
+        return Message(kind="secagg_reveal", meta={"round": state["round"]}, arrays=arrays)
 
     def _train(self, message: Message) -> Message:
         meta = message.meta
@@ -83,6 +131,8 @@ class Site:
             update = replace(dp.clip(update), metrics={})
             if dp.mode == "site":
                 update = dp.site_noise(update, expected_sites=int(privacy["expected_sites"]), rng=rng)
+        if "secure" in meta:
+            return self._secure_start(meta, update)
         arrays, compression_meta = arrays_to_wire(meta.get("compression", "none"), update.arrays, rng)
         return Message(
             kind="update",
@@ -90,3 +140,7 @@ class Site:
                   "metrics": {k: float(v) for k, v in update.metrics.items()}, "compression": compression_meta},
             arrays=arrays,
         )
+
+
+SECURE_STEPS = {"secagg_share": Site._secure_share, "secagg_input": Site._secure_input,
+                "secagg_unmask": Site._secure_unmask}

@@ -75,8 +75,17 @@ def federated_local_train(*, project_id: int, message: str) -> str:
     """
     project = Project.objects.get(pk=project_id)
     classes = sorted(project.labels.values_list("name", flat=True))
-    reply = project_site(project, name=f"project-{project_id}", classes=classes).handle(base64.b64decode(message))
-    return base64.b64encode(reply).decode("ascii")
+    site = _WORKER_SITES.get((project_id, tuple(classes)))
+    if site is None:
+        site = _WORKER_SITES[(project_id, tuple(classes))] = project_site(project, name=f"project-{project_id}",
+                                                                          classes=classes)
+    return base64.b64encode(site.handle(base64.b64decode(message))).decode("ascii")
+
+
+# A site keeps its secure-aggregation keys between a round's four messages in the worker's memory, so a
+# site's queue is served by one worker process (`--concurrency 1` or `--pool solo`); a restarted worker
+# has lost them and drops out of that round, which the protocol tolerates.
+_WORKER_SITES: dict[tuple[int, tuple[str, ...]], Site] = {}
 
 
 # -- creating a federation --------------------------------------------------------------------------------
