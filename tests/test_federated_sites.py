@@ -191,7 +191,7 @@ def test_secure_aggregation_across_site_workers_gives_the_plain_round(sites):
         coordinator = Coordinator(backend_for(federation), plan)
         result = coordinator.round()
         results[federation.secure_aggregation] = (coordinator, result)
-    (clear, a), (masked, b) = results[False], results[True]
+    (clear, _), (masked, b) = results[False], results[True]
     assert b.updates == 2 and not b.dropouts
     for name in clear.weights:
         np.testing.assert_allclose(masked.weights[name], clear.weights[name], atol=1e-3)
