@@ -25,6 +25,7 @@ from learners.federated.hierarchy import Region
 from learners.federated.local_training import LocalTraining, LocalTrainingError
 from learners.federated.models import ModelSpec, ModelSpecError
 from learners.federated.privacy import DifferentialPrivacy, PrivacyConfigError
+from learners.federated.secure_aggregation import SecureAggregationUnsupported, check_strategy
 from learners.federated.site import Site, SiteRefused, classes_digest
 from learners.federated.strategies import StrategyError, strategy_create
 from learners.federated.wire import Message, message_encode
@@ -147,6 +148,11 @@ def federation_check(federation: Federation, sites: list[FederationSite]) -> Fed
     regions = _regions(sites)
     if federation.secure_aggregation and (regions or federation.mode == "async"):
         raise FederationInvalid("secure_aggregation: runs in synchronous rounds without regions")
+    if federation.secure_aggregation:
+        try:
+            check_strategy(strategy)
+        except SecureAggregationUnsupported as exc:
+            raise FederationInvalid(f"secure_aggregation: {exc}") from None
     if federation.sites_per_round is not None and not 1 <= federation.sites_per_round <= len(sites):
         raise FederationInvalid(f"sites_per_round: between 1 and the {len(sites)} sites, or empty for all")
     if not federation.timeout_seconds > 0:
