@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -47,3 +48,20 @@ class LongWorkCommand(BaseCommand):
             finally:
                 bars.close()
         self.stdout.write(json.dumps(result, default=str))
+
+
+def here_or_on_worker(command: BaseCommand, *, background: bool, timeout: float, task_name: str,
+                      enqueue: Callable[[], str], run_here: Callable[[ProgressBars], dict],
+                      errors: tuple[type[Exception], ...] = ()) -> dict:
+    """Run `run_here` with progress bars, or `enqueue` the task and draw the progress the worker reports."""
+    bars = ProgressBars(command.stderr)
+    if background:
+        task_id = enqueue()
+        command.stderr.write(f"sent {task_name} as task {task_id}")
+        return task_follow(task_id, bars, timeout=timeout)
+    try:
+        return run_here(bars)
+    except errors as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        bars.close()

@@ -12,7 +12,7 @@ from learners.services.federated import (
     federated_run_enqueue,
     federated_run_execute,
 )
-from workbench.progress import ProgressBars, task_follow
+from workbench.commands import here_or_on_worker
 
 
 class Command(BaseCommand):
@@ -48,16 +48,9 @@ class Command(BaseCommand):
         except FederationInvalid as exc:
             raise CommandError(str(exc)) from None
         self.stderr.write(f"federated run {run.pk} of {federation.name!r}: {options['rounds']} rounds")
-        bars = ProgressBars(self.stderr)
-        if options["background"]:
-            task_id = federated_run_enqueue(run)
-            self.stderr.write(f"sent workbench.federated_run as task {task_id}")
-            result = task_follow(task_id, bars, timeout=options["timeout"])
-        else:
-            try:
-                result = federated_run_execute(run_id=run.pk, progress=bars)
-            except FederationError as exc:
-                raise CommandError(str(exc)) from None
-            finally:
-                bars.close()
+        result = here_or_on_worker(
+            self, background=options["background"], timeout=options["timeout"], task_name="workbench.federated_run",
+            enqueue=lambda: federated_run_enqueue(run), errors=(FederationError,),
+            run_here=lambda bars: federated_run_execute(run_id=run.pk, progress=bars),
+        )
         self.stdout.write(json.dumps(result, default=str))

@@ -12,7 +12,7 @@ from learners.services.meta import (
     meta_model_train,
 )
 from learners.services.meta_data import MetaDataInvalid
-from workbench.progress import ProgressBars, task_follow
+from workbench.commands import here_or_on_worker
 
 
 class Command(BaseCommand):
@@ -55,16 +55,9 @@ class Command(BaseCommand):
         except MetaModelInvalid as exc:
             raise CommandError(str(exc)) from None
         self.stderr.write(f"meta-model {meta_model.pk} created ({meta_model.algorithm}, {meta_model.featuriser})")
-        bars = ProgressBars(self.stderr)
-        if options["background"]:
-            task_id = meta_model_enqueue(meta_model)
-            self.stderr.write(f"sent workbench.meta_train as task {task_id}")
-            result = task_follow(task_id, bars, timeout=options["timeout"])
-        else:
-            try:
-                result = meta_model_train(meta_model_id=meta_model.pk, progress=bars)
-            except MetaDataInvalid as exc:
-                raise CommandError(str(exc)) from None
-            finally:
-                bars.close()
+        result = here_or_on_worker(
+            self, background=options["background"], timeout=options["timeout"], task_name="workbench.meta_train",
+            enqueue=lambda: meta_model_enqueue(meta_model), errors=(MetaDataInvalid,),
+            run_here=lambda bars: meta_model_train(meta_model_id=meta_model.pk, progress=bars),
+        )
         self.stdout.write(json.dumps(result, default=str))
