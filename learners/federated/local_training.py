@@ -92,7 +92,7 @@ def local_train(
     before = model.evaluate(weights, X, y)
     global_params = model.tensors(weights)
     params = {name: value.clone().requires_grad_(True) for name, value in global_params.items()}
-    X_t = torch.as_tensor(np.asarray(X, dtype=np.float32))
+    X_t = torch.tensor(np.asarray(X, dtype=np.float32))
     y_t = torch.as_tensor(np.asarray(y, dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
     steps, epoch_loss = 0, 0.0

@@ -100,13 +100,13 @@ class FederatedModel:
 
     def predict_proba(self, weights: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            logits = self.logits(self.tensors(weights), torch.as_tensor(np.asarray(X, dtype=np.float32)))
+            logits = self.logits(self.tensors(weights), torch.tensor(np.asarray(X, dtype=np.float32)))
             return torch.softmax(logits, dim=1).numpy()
 
     def evaluate(self, weights: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Accuracy and mean cross-entropy of `weights` on (X, y); y holds class indices."""
         with torch.no_grad():
-            logits = self.logits(self.tensors(weights), torch.as_tensor(np.asarray(X, dtype=np.float32)))
+            logits = self.logits(self.tensors(weights), torch.tensor(np.asarray(X, dtype=np.float32)))
             target = torch.as_tensor(np.asarray(y, dtype=np.int64))
             loss = torch.nn.functional.cross_entropy(logits, target).item()
             accuracy = (logits.argmax(dim=1) == target).float().mean().item()
