@@ -10,7 +10,7 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/.*fin
 UV_FIND_LINKS := $(if $(and $(FIND_LINKS),$(wildcard $(FIND_LINKS))),--find-links $(FIND_LINKS),)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lint lock chromium bench-queue bench-al bench-scoring bench-meta clean
+.PHONY: install run test test-all lint lock chromium bench-queue bench-al bench-scoring bench-meta bench-federated clean
 
 install: $(VENV)/.installed
 
@@ -64,6 +64,9 @@ bench-al: install
 
 bench-meta: install
 	$(BIN)/python -m bench.meta_learning.run
+
+bench-federated: install
+	$(BIN)/python -m bench.federated.run
 
 clean:
 	rm -rf $(VENV) var
