@@ -12,8 +12,8 @@ gets the same number of local trainings (sync: R rounds x 100 sites; FedBuff:
 R x 100 / K aggregations of K updates). Runs:
 
 * sync: FedAvg rounds that wait for all 100 replies (the baseline FedBuff compares to);
-* sync with deadline: rounds that stop waiting after 3 s (about the fast
-  sites' 95th-98th percentile), dropping the stragglers' updates;
+* sync with deadline: rounds that stop waiting after 3 s (the fast sites'
+  98.6th percentile), dropping the stragglers' updates every round;
 * FedBuff: K = 10, server step 1, staleness weight (1 + tau)^-0.5.
 
 The target is section fedavg's: 95% of the better centralised reference for

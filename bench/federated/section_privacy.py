@@ -31,7 +31,7 @@ from learners.federated.site import Site
 from learners.federated.updates import arrays_norm
 from learners.federated.wire import arrays_from_wire, message_decode
 
-SETTINGS = {"full": {"sites": 100, "sites_per_round": 20, "rounds": 100, "sigmas": [0.3, 0.5, 1.0, 2.0]},
+SETTINGS = {"full": {"sites": 100, "sites_per_round": 20, "rounds": 100, "sigmas": [0.3, 0.5, 1.0, 2.0, 4.0]},
             "quick": {"sites": 20, "sites_per_round": 5, "rounds": 3, "sigmas": [1.0]}}
 DELTA = 1e-5
 MODE = "coordinator"
@@ -82,7 +82,7 @@ def run(ctx: Context) -> dict[str, Any]:
             loose = loose or any("smallest alpha" in str(w.message) for w in caught)
             finals.append(accuracies(coordinator)[-1])
             epsilons.append(coordinator.results[-1].epsilon)
-        rows[f"sigma {sigma:g}"] = {"sigma": sigma, "epsilon": float(np.mean(epsilons)), "accuracy": mean_sd(finals),
+        rows[f"σ {sigma:g}"] = {"sigma": sigma, "epsilon": float(np.mean(epsilons)), "accuracy": mean_sd(finals),
                                     "per_seed": finals, "epsilon_bound_loose": loose}
         ctx.log(f"  sigma {sigma:g}: epsilon {np.mean(epsilons):.2f}, accuracy {np.mean(finals):.3f}")
     return {"settings": {**settings, "delta": DELTA, "mode": MODE, "model": "linear",

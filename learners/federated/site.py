@@ -121,7 +121,9 @@ class Site:
         seed = int(meta.get("seed", 0))
         update = local_train(model, message.arrays, X, y, LocalTraining.from_config(meta.get("training", {})),
                              seed=seed)
-        rng = np.random.default_rng([seed, 7])
+        # DP noise and stochastic rounding from this site's own entropy: the round's seed is broadcast, so
+        # noise drawn from it would be the same at every site and could be regenerated and removed.
+        rng = np.random.default_rng()
         privacy = meta.get("privacy")
         if privacy:
             dp = DifferentialPrivacy(clip_norm=privacy["clip_norm"], noise_multiplier=privacy["noise_multiplier"],
