@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import platform
 import signal
 import subprocess
 import threading
@@ -17,6 +18,43 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres connect_timeout=3"
+
+
+def loadavg() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def machine_facts(packages: list[str] | tuple[str, ...] = ()) -> dict:
+    """What a results file says about the machine: CPU, cores, memory, kernel, Python, package versions, load."""
+    from importlib import metadata
+
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    total_kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "")
+    facts = {"cpu": cpu, "nproc": os.cpu_count(), "nproc_available": len(os.sched_getaffinity(0)),
+             "memory_gib": round(total_kib / 2**20, 1), "kernel": platform.release(),
+             "python": platform.python_version(), "loadavg_at_start": loadavg()}
+    if packages:
+        versions = {}
+        for name in packages:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = "not installed"
+        facts["packages"] = versions
+    return facts
+
+
+def results_finish(results: dict, results_dir: Path, started: float, render, headline) -> None:
+    """Close a run's results: load at the end, total time, results.json and RESULTS.md, the headline logged."""
+    results["machine"]["loadavg_at_end"] = loadavg()
+    results["run_seconds"] = time.perf_counter() - started
+    (results_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (results_dir / "RESULTS.md").write_text(render(results))
+    log(f"done in {results['run_seconds'] / 60:.1f} min: {results_dir / 'RESULTS.md'}")
+    for line in headline(results):
+        log(line.replace("**", ""))
 
 
 def log(message: str) -> None:

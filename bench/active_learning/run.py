@@ -17,12 +17,10 @@ import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from bench.active_learning import datasets, metrics, plots, report, simulation  # noqa: E402
-from bench.harness import names_option  # noqa: E402
+from bench.harness import machine_facts, names_option  # noqa: E402
 
 DEFAULT_STRATEGIES = ["random", "least_confident", "margin", "entropy", "qbc_vote_entropy", "qbc_kl",
                       "density_margin", "bald", "ranked_batch", "kcenter", "kmeans_pp"]
@@ -92,20 +90,7 @@ def code_version() -> dict:
 
 
 def machine() -> dict:
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    total_kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "")
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = "not installed"
-    return {"cpu": cpu, "nproc": os.cpu_count(), "nproc_available": len(os.sched_getaffinity(0)),
-            "memory_gib": round(total_kib / 1024 / 1024, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "packages": packages,
-            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
+    return machine_facts(PACKAGES)
 
 
 def write_outputs(results: dict, results_dir: Path, *, with_plots: bool) -> None:

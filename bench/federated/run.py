@@ -40,7 +40,7 @@ from bench.federated import (  # noqa: E402
     section_secagg,
 )
 from bench.federated.recipe import Context, Recipes  # noqa: E402
-from bench.harness import log, names_option, unwind_on_signals  # noqa: E402
+from bench.harness import log, machine_facts, names_option, results_finish, unwind_on_signals  # noqa: E402
 
 SECTIONS = {"fedavg": section_fedavg, "async": section_async, "hierarchy": section_hierarchy,
             "secagg": section_secagg, "robust": section_robust, "privacy": section_privacy, "scale": section_scale}
@@ -49,22 +49,9 @@ QUICK_DIR = HERE / "work" / "quick"
 
 
 def machine() -> dict[str, Any]:
-    import platform
-    from importlib import metadata
-
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "")
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = "not installed"
-    return {"cpu": cpu, "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "packages": packages,
-            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
+    return {**machine_facts(PACKAGES), "torch_threads": torch.get_num_threads()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,13 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         results["run_seconds"] = time.perf_counter() - started
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         log(f"section {name} done in {out['seconds']:.0f} s")
-    results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
-    results["run_seconds"] = time.perf_counter() - started
-    results_path.write_text(json.dumps(results, indent=1) + "\n")
-    (results_dir / "RESULTS.md").write_text(report.render(results))
-    log(f"done in {results['run_seconds'] / 60:.1f} min: {results_dir / 'RESULTS.md'}")
-    for line in report.headline(results):
-        log(line.replace("**", ""))
+    results_finish(results, results_dir, started, report.render, report.headline)
     return 0
 
 

@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from bench.harness import names_option  # noqa: E402
+from bench.harness import log, machine_facts, names_option, results_finish  # noqa: E402
 from bench.meta_learning import data, report  # noqa: E402
 
 DATASETS = {"leaf": [(5, 1), (5, 5), (10, 1), (10, 5)], "text": [(5, 1), (5, 5)]}
@@ -43,24 +43,8 @@ TEST_SEED = 1234  # the test episodes: the same for every method
 PACKAGES = ["numpy", "scikit-learn", "torch", "sentence-transformers"]
 
 
-def log(message: str) -> None:
-    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", flush=True)
-
-
 def machine(threads: int) -> dict[str, Any]:
-    import platform
-    from importlib import metadata
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "")
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = "not installed"
-    return {"cpu": cpu, "nproc": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
-            "packages": packages, "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
+    return {**machine_facts(PACKAGES), "torch_threads": threads}
 
 
 def timed(method: Callable, times: list[float]) -> Callable:
@@ -202,13 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["results"][name][f"{n_way}-way {k_shot}-shot"] = methods
             results["run_seconds"] = time.perf_counter() - started
             (results_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
-    results["run_seconds"] = time.perf_counter() - started
-    (results_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (results_dir / "RESULTS.md").write_text(report.render(results))
-    log(f"done in {results['run_seconds'] / 60:.1f} min: {results_dir / 'RESULTS.md'}")
-    for line in report.headline(results):
-        log(line.replace("**", ""))
+    results_finish(results, results_dir, started, report.render, report.headline)
     return 0
 
 

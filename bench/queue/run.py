@@ -23,7 +23,6 @@ import fcntl
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -41,7 +40,15 @@ sys.path.insert(0, str(HERE.parent))
 import client  # noqa: E402
 import corpus  # noqa: E402
 import report  # noqa: E402
-from harness import PG_DSN, log, postgres_recreate, run_child, sizes_and_backends, unwind_on_signals  # noqa: E402
+from harness import (  # noqa: E402
+    PG_DSN,
+    log,
+    machine_facts,
+    postgres_recreate,
+    run_child,
+    sizes_and_backends,
+    unwind_on_signals,
+)
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
@@ -725,17 +732,7 @@ def code_version() -> dict:
 
 
 def machine() -> dict:
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    total_kib = int(next(l for l in meminfo if l.startswith("MemTotal:")).split()[1])
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {"nproc": os.cpu_count(), "nproc_available": len(os.sched_getaffinity(0)),
-            "memory_gib": round(total_kib / 1024 / 1024, 1), "cpu": model, "kernel": platform.release(),
-            "python": platform.python_version(), "sqlite": sqlite_version(),
-            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
+    return {**machine_facts(), "sqlite": sqlite_version()}
 
 
 def parse_args(argv=None):

@@ -18,7 +18,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,16 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import report  # noqa: E402
-from harness import PG_DSN, log, postgres_recreate, run_child, sizes_and_backends, unwind_on_signals  # noqa: E402
+from harness import (  # noqa: E402
+    PG_DSN,
+    loadavg,
+    log,
+    machine_facts,
+    postgres_recreate,
+    run_child,
+    sizes_and_backends,
+    unwind_on_signals,
+)
 
 PYTHON = sys.executable
 WORK = HERE / "work"
@@ -57,10 +65,6 @@ def djside(step: str, *args: str, env: dict, log_file: Path) -> tuple[dict, floa
     if result is None:
         raise RuntimeError(f"djside {step} printed no RESULT line; see {log_file}")
     return result, seconds, peak
-
-
-def loadavg() -> list[str]:
-    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 # --- backends -------------------------------------------------------------------
@@ -285,13 +289,7 @@ def code_version() -> dict:
 def machine() -> dict:
     import sqlite3
 
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    total_kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "")
-    return {"nproc": os.cpu_count(), "nproc_available": len(os.sched_getaffinity(0)),
-            "memory_gib": round(total_kib / 2**20, 1), "cpu": model, "kernel": platform.release(),
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "loadavg_at_start": loadavg()}
+    return {**machine_facts(), "sqlite": sqlite3.sqlite_version}
 
 
 def parse_args(argv=None):
