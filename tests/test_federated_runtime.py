@@ -247,3 +247,15 @@ def test_secure_aggregation_recovers_the_sum_when_a_third_drop_out(digits):
     for name in start:
         expected = start[name] + np.tensordot(counts / counts.sum(), np.stack([u.arrays[name] for u in updates]), 1)
         np.testing.assert_allclose(secure.weights[name], expected, atol=1e-4)
+
+
+def test_asynchronous_run_with_limited_concurrency_draws_every_site_in_turn(digits):
+    X, y, _, _ = digits
+    sites, _ = make_sites(X, y, n_sites=10)
+    coordinator = Coordinator(InProcessBackend(sites), make_plan())
+    results = coordinator.run_async(buffer_size=2, aggregations=30, concurrency=3)
+    sent_to = {r.site for r in coordinator.audit.records if r.direction == "out"}
+    assert sent_to == set(sites)  # not only the first three
+    assert all(r.updates == 2 for r in results)
+    with pytest.raises(FederationError, match="concurrency 11 must be between 1 and 10"):
+        Coordinator(InProcessBackend(sites), make_plan()).run_async(buffer_size=2, aggregations=1, concurrency=11)

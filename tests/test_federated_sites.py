@@ -102,7 +102,7 @@ def test_two_site_workers_complete_two_rounds_and_only_updates_cross(sites):
     for record in rounds:
         assert sorted(record.participants) == ["north", "south"] and record.updates == 2
         assert record.bytes_in > 0 and record.bytes_out > 0
-        # each site trained on its own labelled rows and nothing else
+        # the round's ingress is exactly what its audit recorded coming in
         assert record.bytes_in == sum(p["nbytes"] for p in record.payloads if p["direction"] == "in")
     # the second round's weights were evaluated at the sites before training: they learned something
     assert rounds[1].metrics["accuracy_before"] > 0.8

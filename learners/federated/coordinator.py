@@ -29,7 +29,7 @@ from learners.federated.hierarchy import Region, regional_updates
 from learners.federated.local_training import LocalTraining
 from learners.federated.models import ModelSpec
 from learners.federated.privacy import DifferentialPrivacy, PrivacyAccountant
-from learners.federated.strategies import Strategy
+from learners.federated.strategies import Strategy, StrategyError
 from learners.federated.updates import Arrays, Update, arrays_check_like, arrays_copy
 from learners.federated.wire import (
     Message,
@@ -342,12 +342,24 @@ class Coordinator:
                                   "asynchronous runs take fedavg, fedprox, fedadam or fedavgm")
         buffers = {r.name: RegionalBuffer(r, region_every) for r in plan.regions or []}
         sites = self.backend.sites()
-        active = sites if concurrency is None else sites[:concurrency]
+        if concurrency is not None and not 1 <= concurrency <= len(sites):
+            raise FederationError(f"concurrency {concurrency} must be between 1 and {len(sites)}")
         sent_at: dict[str, float] = {}
         messages: dict[int, bytes] = {}
         number = len(self.results) + 1
-        window = {"participants": [], "dropouts": {}, "updates": 0, "examples": 0, "metrics": {}, "bytes_in": 0,
-                  "site_bytes_in": 0, "bytes_out": 0, "started": self.backend.now(), "wall": time.perf_counter()}
+
+        def new_window() -> dict:
+            return {"participants": [], "dropouts": {}, "updates": 0, "examples": 0, "metrics": {}, "bytes_in": 0,
+                    "site_bytes_in": 0, "bytes_out": 0, "started": self.backend.now(), "wall": time.perf_counter()}
+
+        def next_site(finished: str) -> str:
+            """With every site busy, the one that finished goes again; else a site drawn from the idle ones."""
+            if concurrency is None:
+                return finished
+            idle = [site for site in sites if site not in sent_at]
+            return idle[int(self._rng.integers(len(idle)))]
+
+        window = new_window()
 
         def dispatch(site: str) -> None:
             if self.version not in messages:
@@ -367,7 +379,9 @@ class Coordinator:
                 window["metrics"][key] = window["metrics"].get(key, 0.0) + value * update.num_examples
             return aggregator.receive(update)
 
-        for site in active:
+        first = sites if concurrency is None else [sites[i] for i in sorted(
+            self._rng.choice(len(sites), size=concurrency, replace=False))]
+        for site in first:
             dispatch(site)
         aggregated_total = 0
         while aggregated_total < aggregations and not (should_stop is not None and should_stop()):
@@ -382,7 +396,7 @@ class Coordinator:
                     self.backend.abandon(site)
                     del sent_at[site]
                     window["dropouts"][site] = f"no reply within {plan.timeout:g} s"
-                    dispatch(site)
+                    dispatch(next_site(site))
                 continue
             sent_at.pop(reply.site, None)
             size = len(reply.data) if reply.data is not None else 0
@@ -407,9 +421,8 @@ class Coordinator:
                 self._finish_window(number, window)
                 aggregated_total += 1
                 number += 1
-                window.update(participants=[], dropouts={}, updates=0, examples=0, metrics={}, bytes_in=0,
-                              site_bytes_in=0, bytes_out=0, started=self.backend.now(), wall=time.perf_counter())
-            dispatch(reply.site)
+                window = new_window()
+            dispatch(next_site(reply.site))
         for site in list(sent_at):
             self.backend.abandon(site)
         if progress:
@@ -442,10 +455,8 @@ def _combine_or_none(strategy: Strategy, updates: Iterator[Update], minimum: int
     """The strategy's combine over a stream, or None when fewer than `minimum` updates came."""
     try:
         change = strategy.combine(updates)
-    except ValueError:
-        if counts["updates"] >= minimum and counts["updates"] > 0:
+    except StrategyError:
+        if counts["updates"]:
             raise
-        return None
-    for _ in updates:  # drain: late replies still get audited
-        pass
+        return None  # nobody answered: nothing to combine
     return change if counts["updates"] >= minimum else None
