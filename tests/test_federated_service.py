@@ -153,3 +153,15 @@ def test_command_runs_a_federation_and_refuses_unknown_ones():
     assert json.loads(out.getvalue())["rounds"] == 2
     with pytest.raises(CommandError, match="no federation 'nope'"):
         call_command("federated_run", "nope", stderr=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_site_with_a_per_project_featuriser_refuses_to_train():
+    from learners.federated.site import SiteRefused
+    from learners.services.federated import site_rows
+    from tests.factories import add_items, make_project
+
+    project = make_project(featuriser="text_tfidf")
+    add_items(project, ["some text", "more text"])
+    with pytest.raises(SiteRefused, match="featuriser 'text_tfidf' is fitted per project"):
+        site_rows(project, ["cat", "dog"])

@@ -51,6 +51,9 @@ def site_rows(project: Project, classes: list[str]) -> tuple[np.ndarray, np.ndar
 
     Raises SiteRefused when a label is not one of the federation's classes.
     """
+    if "shared_space" not in FEATURISERS[project.featuriser].provides:
+        raise SiteRefused(f"this site's featuriser {project.featuriser!r} is fitted per project; "
+                          "federations need a shared-space one")
     space = feature_space_current(project)
     features_fill(space)
     item_ids, labels = training_labels(project)
@@ -59,8 +62,6 @@ def site_rows(project: Project, classes: list[str]) -> tuple[np.ndarray, np.ndar
     if unknown:
         raise SiteRefused(f"this site has labels the federation does not know: {len(unknown)} of them")
     X = features_load(space, item_ids) if item_ids else np.zeros((0, space.dim), dtype=np.float32)
-    if hasattr(X, "toarray"):
-        X = X.toarray()
     return np.asarray(X, dtype=np.float32), np.asarray([index[label] for label in labels], dtype=np.int64)
 
 
