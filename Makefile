@@ -43,8 +43,12 @@ run: install
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runworkbench --port $(PORT)
 
+# ruff, then the import layers (.importlinter) and the types of the packages mypy.ini lists; tests/test_layers.py
+# runs the last two inside the suite too, for CI legs that skip `make lint`.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/mypy
 
 test: install chromium lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -264,8 +264,9 @@ class Coordinator:
                 k = counts["updates"]
                 noisy = plan.privacy.coordinator_noise({n: v * k for n, v in change.items()}, self._rng)
                 change = {n: (v / k).astype(np.float32) for n, v in noisy.items()}
-        aggregated = change is not None and counts["updates"] >= plan.min_updates
-        if aggregated:
+        aggregated = False
+        if change is not None and counts["updates"] >= plan.min_updates:
+            aggregated = True
             self.weights = plan.strategy.apply(self.weights, change)
             self.version += 1
             if self.accountant is not None:
@@ -274,8 +275,9 @@ class Coordinator:
         return self._finish(number, participants, dropouts, counts, metric_sums, bytes_in, site_bytes_in,
                             started, wall, aggregated)
 
-    def _finish(self, number, participants, dropouts, counts, metric_sums, bytes_in, site_bytes_in, started, wall,
-                aggregated) -> RoundResult:
+    def _finish(self, number: int, participants: list[str], dropouts: dict[str, str], counts: dict[str, int],
+                metric_sums: dict[str, float], bytes_in: int, site_bytes_in: int, started: float, wall: float,
+                aggregated: bool) -> RoundResult:
         examples = counts["examples"]
         result = RoundResult(
             number=number, version=self.version, participants=list(participants), dropouts=dropouts,
@@ -292,6 +294,7 @@ class Coordinator:
     def _round_noise_multiplier(self, reporting: int, expected: int) -> float:
         """σ the sum actually carried: in site mode each site adds its share, so dropouts leave less noise."""
         privacy = self.plan.privacy
+        assert privacy is not None  # called only to step the accountant, which only a plan with privacy has
         if privacy.mode == "site":
             return privacy.effective_noise_multiplier(reporting, expected)
         return privacy.noise_multiplier
@@ -299,6 +302,7 @@ class Coordinator:
     def epsilon(self) -> float | None:
         if self.accountant is None or not self.accountant.rounds:
             return None
+        assert self.plan.privacy is not None  # the accountant exists only for a plan with privacy
         return self.accountant.epsilon(self.plan.privacy.delta)
 
     def run(self, *, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
@@ -417,6 +421,7 @@ class Coordinator:
                 self.weights = aggregator.weights
                 self.version = aggregator.version
                 if self.accountant is not None:
+                    assert plan.privacy is not None  # the accountant exists only for a plan with privacy
                     self.accountant.step(plan.privacy.noise_multiplier, min(1.0, buffer_size / len(sites)))
                 self._finish_window(number, window)
                 aggregated_total += 1
@@ -435,6 +440,7 @@ class Coordinator:
             "num_examples": update.num_examples, "base_version": update.base_version,
             "metrics": {k: float(v) for k, v in update.metrics.items()}, "compression": compression}))
         received = self._update_from(Reply(site=update.site, data=data, at=self.backend.now()), round_number, {})
+        assert received is not None  # None is for a failed or refused site; this message is our own update
         return received, len(data)
 
     def _finish_window(self, number: int, window: dict) -> None:

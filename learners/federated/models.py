@@ -10,7 +10,7 @@ have no weights to average and are refused.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -83,12 +83,12 @@ class FederatedModel:
         self.module = spec.module()
         self._shapes = {name: tuple(p.shape) for name, p in self.module.named_parameters()}
 
-    def check(self, weights: dict[str, np.ndarray]) -> None:
+    def check(self, weights: Mapping[str, np.ndarray]) -> None:
         got = {name: tuple(np.shape(value)) for name, value in weights.items()}
         if got != self._shapes:
             raise ModelSpecError(f"weights {got} do not fit the {self.spec.kind} model {self._shapes}")
 
-    def tensors(self, weights: dict[str, np.ndarray], *, requires_grad: bool = False) -> dict[str, torch.Tensor]:
+    def tensors(self, weights: Mapping[str, np.ndarray], *, requires_grad: bool = False) -> dict[str, torch.Tensor]:
         self.check(weights)
         return {
             name: torch.tensor(np.asarray(value, dtype=np.float32), requires_grad=requires_grad)
@@ -98,12 +98,12 @@ class FederatedModel:
     def logits(self, params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
         return functional_call(self.module, params, (X,))
 
-    def predict_proba(self, weights: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, weights: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             logits = self.logits(self.tensors(weights), torch.tensor(np.asarray(X, dtype=np.float32)))
             return torch.softmax(logits, dim=1).numpy()
 
-    def evaluate(self, weights: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    def evaluate(self, weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Accuracy and mean cross-entropy of `weights` on (X, y); y holds class indices."""
         with torch.no_grad():
             logits = self.logits(self.tensors(weights), torch.tensor(np.asarray(X, dtype=np.float32)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from learners.federated.local_training import LocalTraining, LocalTrainingError,
 from learners.federated.models import FederatedModel, ModelSpec
 from learners.federated.privacy import DifferentialPrivacy
 from learners.federated.secure_aggregation import SecAggClient, SecureAggregationError, weighted_vector
+from learners.federated.updates import Update
 from learners.federated.wire import Message, arrays_to_wire, message_decode, message_encode
 
 Rows = tuple[np.ndarray, np.ndarray]
@@ -46,6 +47,9 @@ class Site:
         The site's class names in order; checked against the coordinator's digest.
     """
 
+    # A secure-aggregation round's state between its four messages (round, client, vector); none outside one.
+    _secure: dict[str, Any] | None
+
     def __init__(self, name: str, rows: Callable[[], Rows], classes: Sequence[str] | None = None) -> None:
         self.name = name
         self._rows = rows
@@ -67,7 +71,7 @@ class Site:
 
     # -- secure aggregation: this site's state lives between the round's four messages ---------------------
 
-    def _secure_start(self, meta: dict, update) -> Message:
+    def _secure_start(self, meta: dict[str, Any], update: Update) -> Message:
         secure = meta["secure"]
         client = SecAggClient(int(secure["client_id"]), threshold=int(secure["threshold"]),
                               n_clients=int(secure["n_clients"]), scale_bits=int(secure["scale_bits"]),
@@ -79,7 +83,7 @@ class Site:
         return Message(kind="secagg_keys", meta={"round": meta["round"]},
                        arrays={k: np.frombuffer(v, dtype=np.uint8) for k, v in keys.items()})
 
-    def _secure_state(self, message: Message) -> dict:
+    def _secure_state(self, message: Message) -> dict[str, Any]:
         state = getattr(self, "_secure", None)
         if state is None or state["round"] != message.meta.get("round"):
             raise SiteRefused("no secure-aggregation round in progress here (the site restarted?)")

@@ -119,6 +119,7 @@ def class_split(
         if unknown.size:
             raise EpisodeError(f"test classes {unknown.tolist()} do not occur in the labels {classes.tolist()}")
     else:
+        assert n_test_classes is not None  # exactly one of the two was given, checked above
         if not 0 < n_test_classes < len(classes):
             raise EpisodeError(
                 f"n_test_classes must be between 1 and {len(classes) - 1} (there are {len(classes)} classes); "
@@ -155,7 +156,7 @@ class EpisodeSampler:
         k_shot + q_query examples, or fewer than n_way classes are allowed.
     """
 
-    def __init__(self, X: Any, y: Any, *, classes: Sequence[Any] | None = None, n_way: int, k_shot: int,
+    def __init__(self, X: Any, y: Any, *, classes: Sequence[Any] | np.ndarray | None = None, n_way: int, k_shot: int,
                  q_query: int, seed: int = 0) -> None:
         X = np.asarray(X, dtype=np.float32)
         y = _labels(y)

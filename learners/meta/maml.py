@@ -16,7 +16,7 @@ Two ways in, as in learn2learn:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -123,7 +123,8 @@ class MAML(DifferentiableMetaAlgorithm):
     def meta_loss(self, params: Params, batch: EpisodeBatch, *, vectorize: bool = True
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean over tasks of the query loss after the inner loop, and mean query accuracy."""
-        def task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor):
+        def task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
             return maml_outer_loss(self.model, params, sx, sy, qx, qy, steps=self.adapt_steps, lr=self.lr,
                                    first_order=self.first_order, adapt_names=self.adapt_names)
 
@@ -165,7 +166,8 @@ class ANIL(MAML):
     def __init__(self, model: nn.Module, lr: float, first_order: bool = False, adapt_steps: int = 1,
                  head_names: Iterable[str] | None = None) -> None:
         super().__init__(model, lr, first_order=first_order, adapt_steps=adapt_steps)
-        self.head_names = tuple(model.head_names if head_names is None else head_names)
+        # nn.Module types unknown attributes as Tensor | Module; a model's head_names are parameter names
+        self.head_names = tuple(cast("Iterable[str]", model.head_names) if head_names is None else head_names)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "head_names": list(self.head_names)}

@@ -16,6 +16,7 @@ A model used by the algorithms in this package provides:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -135,7 +136,14 @@ class ResidualMLP(MetaNetwork):
         return features if embed_only else self.head(features)
 
 
-class InputStandardisation:
+if TYPE_CHECKING:
+    # What the mixin is listed before: mypy then sees the nn.Module methods its code calls.
+    _StandardisedBase = MetaNetwork
+else:
+    _StandardisedBase = object
+
+
+class InputStandardisation(_StandardisedBase):
     """Mixin: ``(x - input_mean) / input_scale`` before the network, the statistics kept as buffers.
 
     Buffers travel in ``state_dict`` (so `serialization` restores them) but are not
@@ -146,6 +154,9 @@ class InputStandardisation:
     Listed before a `MetaNetwork` class, it wraps that class's ``__init__`` and
     ``forward``: ``class StandardisedMLP(InputStandardisation, MetaMLP)``.
     """
+
+    input_mean: torch.Tensor
+    input_scale: torch.Tensor
 
     def __init__(self, in_dim: int, hidden: int, n_way: int, seed: int = 0) -> None:
         super().__init__(in_dim, hidden, n_way, seed)

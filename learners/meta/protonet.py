@@ -44,7 +44,8 @@ class ProtoNet(DifferentiableMetaAlgorithm):
     def meta_loss(self, params: Params, batch: EpisodeBatch, *, vectorize: bool = True
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean over tasks of the query cross-entropy, and mean query accuracy."""
-        def task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor):
+        def task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
             return protonet_loss(self.model, params, sx, sy, qx, qy, n_way=batch.n_way)
 
         losses, accuracies = map_tasks(task, batch, vectorize=vectorize)

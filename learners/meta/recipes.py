@@ -145,17 +145,18 @@ def meta_train_default(
     if X.ndim != 2 or X.shape[0] != labels.shape[0]:
         raise RecipeError(f"X must be (n, d) with one row per label; got X {X.shape} and {labels.shape[0]} labels")
 
+    held_out: np.ndarray  # the validation classes, as an array
     if validation_classes is None:
-        train_classes, validation_classes = split_validation_classes(
+        train_classes, held_out = split_validation_classes(
             classes, n_way=n_way, fraction=settings["validation_fraction"], seed=seed)
     else:
-        validation_classes = np.unique(np.asarray(validation_classes))
-        unknown = np.setdiff1d(validation_classes, classes)
-        if unknown.size:
-            raise RecipeError(f"validation classes {unknown.tolist()} do not occur in y")
-        if 0 < len(validation_classes) < 2:
+        held_out = np.unique(np.asarray(validation_classes))
+        absent = np.setdiff1d(held_out, classes)
+        if absent.size:
+            raise RecipeError(f"validation classes {absent.tolist()} do not occur in y")
+        if 0 < len(held_out) < 2:
             raise RecipeError("validation needs at least 2 classes (or none)")
-        train_classes = np.setdiff1d(classes, validation_classes)
+        train_classes = np.setdiff1d(classes, held_out)
         if len(train_classes) < n_way:
             raise RecipeError(f"{n_way}-way meta-training needs {n_way} classes besides the validation ones; "
                               f"{len(train_classes)} are left")
@@ -169,8 +170,8 @@ def meta_train_default(
     sampler = EpisodeSampler(X, labels, classes=train_classes, n_way=n_way, k_shot=k_shot, q_query=q_query,
                              seed=seed)
     validation = None
-    if len(validation_classes):
-        validation = EpisodeSampler(X, labels, classes=validation_classes, n_way=min(n_way, len(validation_classes)),
+    if len(held_out):
+        validation = EpisodeSampler(X, labels, classes=held_out, n_way=min(n_way, len(held_out)),
                                     k_shot=k_shot, q_query=q_query, seed=seed + 1)
     history = meta_train(
         meta, sampler, meta_batch=settings["meta_batch"], steps=steps, meta_lr=settings["meta_lr"], seed=seed,
@@ -179,7 +180,7 @@ def meta_train_default(
         patience=settings["patience"],
     )
     history["train_classes"] = train_classes.tolist()
-    history["validation_classes"] = validation_classes.tolist()
+    history["validation_classes"] = held_out.tolist()
     history["settings"] = {**settings, "algorithm": algorithm, "n_way": n_way, "k_shot": k_shot,
                            "q_query": q_query, "seed": seed, "steps": steps}
     return meta, history

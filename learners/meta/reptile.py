@@ -55,7 +55,8 @@ class Reptile(MetaAlgorithm):
         """
         start = {k: v.detach() for k, v in params.items()}
 
-        def task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor):
+        def task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor
+                 ) -> tuple[Params, torch.Tensor, torch.Tensor]:
             adapted = inner_adapt(self.model, start, sx, sy, steps=self.adapt_steps, lr=self.lr, first_order=True)
             logits = logits_of(self.model, adapted, qx)
             return adapted, torch.nn.functional.cross_entropy(logits, qy), accuracy_of(logits, qy)

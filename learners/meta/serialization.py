@@ -12,7 +12,7 @@ import torch
 
 from learners.meta.algorithms import ALGORITHMS, algorithm_create
 from learners.meta.base import MetaAlgorithm
-from learners.meta.models import MODELS
+from learners.meta.models import MODELS, MetaNetwork
 
 FORMAT_VERSION = 1
 
@@ -28,6 +28,7 @@ def meta_learner_to_bytes(algorithm: MetaAlgorithm) -> bytes:
     if not model_names:
         raise MetaArtifactError(f"cannot save a {type(model).__name__}: only models in MODELS ({sorted(MODELS)}) "
                                 "can be rebuilt on load")
+    assert isinstance(model, MetaNetwork)  # every class in MODELS is one
     payload = {
         "format": FORMAT_VERSION,
         "algorithm": algorithm.name,

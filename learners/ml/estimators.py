@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
+from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -80,13 +83,14 @@ class CalibratedLinearSVC(ClassifierMixin, BaseEstimator):
         self.max_folds = max_folds
         self.random_state = random_state
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
 
-    def fit(self, X, y) -> CalibratedLinearSVC:
-        X, y = validate_data(self, X, y, accept_sparse="csr")
+    def fit(self, X: ArrayLike | sp.spmatrix | sp.sparray, y: ArrayLike) -> CalibratedLinearSVC:
+        X_valid: np.ndarray | sp.csr_matrix
+        X_valid, y = validate_data(self, X, y, accept_sparse="csr")
         check_classification_targets(y)
         self.classes_, counts = np.unique(y, return_counts=True)
         svm = LinearSVC(C=self.C, random_state=self.random_state)
@@ -95,19 +99,19 @@ class CalibratedLinearSVC(ClassifierMixin, BaseEstimator):
             calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=folds)
         else:
             # A frozen SVM ignores a split's training part; one split holding out every row calibrates on them all.
-            everything = np.arange(X.shape[0])
+            everything = np.arange(X_valid.shape[0])
             calibrated = CalibratedClassifierCV(
-                FrozenEstimator(svm.fit(X, y)), method="sigmoid", cv=[(everything, everything)],
+                FrozenEstimator(svm.fit(X_valid, y)), method="sigmoid", cv=[(everything, everything)],
             )
-        self.calibrated_ = calibrated.fit(X, y)
+        self.calibrated_ = calibrated.fit(X_valid, y)
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike | sp.spmatrix | sp.sparray) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", reset=False)
-        return self.calibrated_.predict_proba(X)
+        X_valid = validate_data(self, X, accept_sparse="csr", reset=False)
+        return self.calibrated_.predict_proba(X_valid)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike | sp.spmatrix | sp.sparray) -> np.ndarray:
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
 

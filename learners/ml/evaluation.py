@@ -5,11 +5,13 @@ from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 
-def cross_validated_accuracy(estimator: Any, X: Sequence[Any], y: Sequence[str], *, seed: int = 0) -> dict:
+def cross_validated_accuracy(estimator: Any, X: np.ndarray | sparse.csr_matrix | Sequence[Any], y: Sequence[str], *,
+                             seed: int = 0) -> dict[str, Any]:
     """Stratified k-fold accuracy (k = min(5, rarest class count)).
 
     Returns a metrics dict; accuracy is None with a reason when the labels

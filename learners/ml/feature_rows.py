@@ -15,7 +15,7 @@ _F32 = np.dtype("<f4")
 _I32 = np.dtype("<i4")
 
 
-def rows_encode(X: np.ndarray | sparse.spmatrix) -> list[bytes]:
+def rows_encode(X: np.ndarray | sparse.csr_matrix) -> list[bytes]:
     if sparse.issparse(X):
         X = sparse.csr_matrix(X, dtype=np.float32)
         X.sort_indices()

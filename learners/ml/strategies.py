@@ -45,6 +45,7 @@ NEEDS = frozenset({"model", "committee", "mc_dropout"})
 
 Seed = int | np.random.Generator | None
 Utility = Callable[..., tuple[np.ndarray, np.ndarray | None]]
+ProbaUtility = Callable[..., tuple[np.ndarray, np.ndarray]]  # a Utility that always returns the proba
 Query = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
@@ -144,7 +145,7 @@ def random_utility(estimator: Any, X: Any, *, X_reference: Any = None,
     return np.random.default_rng(random_state).random(_n_rows(X)), None
 
 
-def _uncertainty_utility(name: str, measure: Callable[[np.ndarray], np.ndarray]) -> Utility:
+def _uncertainty_utility(name: str, measure: Callable[[np.ndarray], np.ndarray]) -> ProbaUtility:
     def utility(estimator: Any, X: Any, *, X_reference: Any = None,
                 random_state: Seed = None) -> tuple[np.ndarray, np.ndarray]:
         _require(estimator, "predict_proba", name, "a fitted model")

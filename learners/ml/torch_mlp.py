@@ -25,14 +25,15 @@ Any check it stops passing goes into `expected_failed_checks` there, with its re
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import check_random_state
+from sklearn.utils import Tags, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -188,19 +189,20 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.mc_samples = mc_samples
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
 
-    def fit(self, X, y) -> TorchMLPClassifier:
+    def fit(self, X: ArrayLike | sp.spmatrix | sp.sparray, y: ArrayLike) -> TorchMLPClassifier:
         """Train a fresh network on X (n_samples, n_features), dense or sparse, and labels y."""
         self._check_params()
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float32)
+        X_valid: np.ndarray | sp.csr_matrix
+        X_valid, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float32)
         check_classification_targets(y)
-        if X.shape[1] > MAX_FEATURES:
+        if X_valid.shape[1] > MAX_FEATURES:
             raise ValueError(
-                f"TorchMLPClassifier takes at most {MAX_FEATURES} features; got {X.shape[1]}. "
+                f"TorchMLPClassifier takes at most {MAX_FEATURES} features; got {X_valid.shape[1]}. "
                 "Limit the featuriser's vocabulary or choose a linear estimator."
             )
         self.classes_, y_index = np.unique(y, return_inverse=True)
@@ -210,9 +212,9 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
                 f"{self.classes_[0]}"
             )
         generator = torch.Generator().manual_seed(_seed(self.random_state))
-        network = MLPNetwork(X.shape[1], tuple(self.hidden_sizes), len(self.classes_), self.dropout, generator)
+        network = MLPNetwork(X_valid.shape[1], tuple(self.hidden_sizes), len(self.classes_), self.dropout, generator)
         with torch.enable_grad():
-            self.loss_curve_ = self._train(network, X, torch.from_numpy(y_index.astype(np.int64)), generator)
+            self.loss_curve_ = self._train(network, X_valid, torch.from_numpy(y_index.astype(np.int64)), generator)
         self.module_ = network
         self.n_iter_ = len(self.loss_curve_)
         return self
@@ -226,13 +228,14 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)!r}")
 
-    def _train(self, network: MLPNetwork, X, y: torch.Tensor, generator: torch.Generator) -> list[float]:
+    def _train(self, network: MLPNetwork, X: np.ndarray | sp.csr_matrix, y: torch.Tensor,
+               generator: torch.Generator) -> list[float]:
         lazy = sp.issparse(X)
         if lazy:
             table_optimizer = LazyAdamW(network.weights[0].detach(), lr=self.lr, weight_decay=self.weight_decay)
             params = [*network.weights[1:], *network.biases]
         else:
-            X = torch.tensor(X)
+            X_dense = torch.tensor(X)
             params = list(network.parameters())
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         n_samples = X.shape[0]
@@ -250,7 +253,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
                     table_rows = network.weights[0].detach()[features].requires_grad_()
                     h = network.first_layer(rows._replace(indices=local), table_rows)
                 else:
-                    h = network.first_layer(X[batch])
+                    h = network.first_layer(X_dense[batch])
                 loss = F.cross_entropy(network.rest(h, generator), y[batch])
                 loss.backward()
                 optimizer.step()
@@ -268,7 +271,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
                     break
         return losses
 
-    def _first_layer_chunks(self, X):
+    def _first_layer_chunks(self, X: np.ndarray | sp.csr_matrix) -> Iterator[torch.Tensor]:
         """Yield the first layer's float64 pre-activation for successive row chunks of X.
 
         Prediction runs in float64: float32 matrix products round differently with the
@@ -282,21 +285,23 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             else:
                 yield self.module_.first_layer(torch.tensor(chunk, dtype=torch.float64))
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike | sp.spmatrix | sp.sparray) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns in `classes_` order; dropout off."""
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32), reset=False)
+        X_valid: np.ndarray | sp.csr_matrix = validate_data(
+            self, X, accept_sparse="csr", dtype=(np.float64, np.float32), reset=False)
         with torch.inference_mode():
-            logits = [self.module_.rest(h) for h in self._first_layer_chunks(X)]
+            logits = [self.module_.rest(h) for h in self._first_layer_chunks(X_valid)]
         return torch.softmax(torch.cat(logits).double(), dim=1).numpy()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike | sp.spmatrix | sp.sparray) -> np.ndarray:
         """Most probable class of each row (dropout off)."""
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
 
     def predict_proba_samples(
-        self, X, n_samples: int | None = None, random_state: int | np.random.RandomState | None = None,
+        self, X: ArrayLike | sp.spmatrix | sp.sparray, n_samples: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
     ) -> np.ndarray:
         """Monte Carlo dropout: class probabilities from stochastic forward passes.
 
@@ -317,13 +322,14 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         n_samples = self.mc_samples if n_samples is None else n_samples
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1; got {n_samples!r}")
-        X = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32), reset=False)
+        X_valid: np.ndarray | sp.csr_matrix = validate_data(
+            self, X, accept_sparse="csr", dtype=(np.float64, np.float32), reset=False)
         generator = torch.Generator().manual_seed(_seed(random_state))
         with torch.inference_mode():
             # Dropout acts after the first layer, so its (costly, for wide input) output is shared by all passes.
             logits = [
                 torch.stack([self.module_.rest(h, generator) for _ in range(n_samples)])
-                for h in self._first_layer_chunks(X)
+                for h in self._first_layer_chunks(X_valid)
             ]
         return torch.softmax(torch.cat(logits, dim=1).double(), dim=2).numpy()
 
