@@ -7,6 +7,7 @@ stay in the workers. `tests/test_catalog.py` checks that the two agree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,19 @@ META_ALGORITHMS: dict[str, Choice] = {c.name: c for c in [
     Choice("anil", "ANIL", "MAML that adapts only the classifier head; the body is shared."),
     Choice("reptile", "Reptile", "Moves the initialisation towards weights trained on each task."),
 ]}
+
+# Meta-training hyper-parameters, name: (type, minimum, maximum, default). The web form and
+# `learners.services.meta.hyper_parameters_clean` read them from here, so neither loads torch;
+# anything else given in `hyper_parameters` is refused.
+META_HYPER_PARAMETERS: dict[str, tuple[type, float, float, Any]] = {
+    "n_way": (int, 2, 64, 5),
+    "k_shot": (int, 1, 50, 1),
+    "q_query": (int, 1, 100, 5),
+    "steps": (int, 1, 50_000, 300),
+    "seed": (int, 0, 2**31 - 1, 0),
+    "meta_batch": (int, 1, 256, 8),
+    "meta_lr": (float, 1e-6, 1.0, 1e-3),
+    "hidden": (int, 4, 4096, 256),
+    "lr": (float, 1e-5, 10.0, 0.1),
+    "adapt_steps": (int, 0, 100, 5),
+}

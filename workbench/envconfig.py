@@ -6,6 +6,7 @@ with a message naming the variable, never fall back silently.
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -50,3 +51,15 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def env_origins(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of origins, ``scheme://host[:port]`` each (Django compares them whole)."""
+    origins = env_list(name, default)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or (parts.path, parts.query, parts.fragment) != ("", "", ""):
+            raise ImproperlyConfigured(
+                f"{name}: {origin!r} is not an origin; write scheme://host[:port], e.g. https://workbench.example.org"
+            )
+    return origins

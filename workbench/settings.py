@@ -7,13 +7,14 @@ stop the process with a message that names the variable.
 """
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from workbench.envconfig import env_bool, env_int, env_list, env_str
+from workbench.envconfig import env_bool, env_int, env_list, env_origins, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("WORKBENCH_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -36,7 +37,52 @@ if not SECRET_KEY:
     SECRET_KEY = key_file.read_text().strip()
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Origins (scheme://host[:port]) whose form posts are trusted, e.g. the public https:// name a proxy serves.
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS", [])
+
+# --- HTTPS ----------------------------------------------------------------
+# Cookies are HTTPS-only whenever DEBUG is off. The redirect and HSTS are opt-in:
+# HSTS is remembered by browsers for SECURE_HSTS_SECONDS, so set it once HTTPS works.
+# `make run` (DEBUG=1, plain http on 127.0.0.1) needs none of these; DEBUG=0 on plain
+# http needs SESSION_COOKIE_SECURE=0 and CSRF_COOKIE_SECURE=0 (README, Configuration).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Behind a proxy that ends TLS, the request reaches gunicorn as http; the proxy says "https"
+# in a header (usually X-Forwarded-Proto). Trust it only when the proxy always sets it.
+_proxy_header = env_str("SECURE_PROXY_SSL_HEADER", "") or ""
+if _proxy_header:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_header):
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={_proxy_header!r} is not a header name; e.g. X-Forwarded-Proto"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+
+# Every response carries this Content-Security-Policy (workbench.security). Pages load
+# scripts only from our static files: no inline <script>, no on*= handlers. Inline styles
+# are allowed because the dashboards' matplotlib SVG charts are styled with style="..."
+# attributes and a <style> element (so are parts of the browsable API and Swagger UI);
+# a style cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],  # Swagger UI's stylesheet draws its icons from data: URIs
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# By URL name: directives a page needs in place of the policy's. drf-spectacular's Swagger
+# UI page starts itself with an inline script (its settings rendered into the page).
+CONTENT_SECURITY_POLICY_EXCEPTIONS = {
+    "api-docs": {"script-src": ["'self'", "'unsafe-inline'"]},
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -55,6 +101,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "workbench.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -178,8 +225,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "annotate.api.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "annotate.api.parsers.FormParser",
+        "annotate.api.parsers.MultiPartParser",
     ],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -199,6 +246,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Separate request and response components, so read-only fields are not asked for in bodies.
     "COMPONENT_SPLIT_REQUEST": True,
+    # <id:...> in the URLs (workbench.converters): database ids, so integers in the schema.
+    # Every request body refuses unknown fields (annotate.api.bodies), so the schema says so.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "annotate.api.bodies.strict_request_bodies"],
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -207,6 +259,9 @@ SPECTACULAR_SETTINGS = {
 # --- workbench limits -----------------------------------------------------
 IMPORT_MAX_FIELD_CHARS = env_int("IMPORT_MAX_FIELD_CHARS", 100_000, minimum=1)
 IMPORT_BATCH_ROWS = env_int("IMPORT_BATCH_ROWS", 5_000, minimum=1)
+# `manage.py seed_demo` (run by `make run`) makes a demo superuser and two demo projects only when
+# this is on: by default with DEBUG=1, never in production unless asked.
+WORKBENCH_DEMO = env_bool("WORKBENCH_DEMO", DEBUG)
 
 LOGGING = {
     "version": 1,

@@ -13,6 +13,7 @@ same services the UI and the API use.
     python bench/queue/djside.py verify --project 1 --users a,b
     python bench/queue/djside.py explain --project 1 --user a
     python bench/queue/djside.py inprocess --project 1 --cycles 30
+    python bench/queue/djside.py web-setup          (server_memory.py: a login and a small project)
 """
 from __future__ import annotations
 
@@ -289,6 +290,26 @@ def cmd_inprocess(args) -> None:
          | {"vendor": connection.vendor, "gc_full_ms": gc_ms, "gc_tracked_objects": len(gc.get_objects())})
 
 
+def cmd_web_setup(args) -> None:
+    """A staff login with a password and a 40-item project, for server_memory.py to browse the pages."""
+    import io
+    import secrets
+
+    from annotate.demo_data import TOPICS, bbc_news
+    from annotate.services.importing import import_items
+
+    password = secrets.token_urlsafe(12)
+    user = get_user_model().objects.create_user(username="bench-web", password=password, is_staff=True,
+                                                is_superuser=True)
+    project = project_create(name="server memory", modality="text", labels=sorted(set(TOPICS.values())),
+                             owner=user, retrain_every=RETRAIN_EVERY)
+    rows = [row for _, row in zip(range(40), bbc_news())]
+    lines = "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t, _ in rows)
+    import_items(project=project, stream=io.BytesIO(lines.encode()), file_format="jsonl",
+                 source_name="server-memory.jsonl", featurise=False)
+    emit({"project_id": project.pk, "username": user.username, "password": password})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,8 +331,9 @@ def main() -> None:
     p.add_argument("--project", type=int, required=True)
     p.add_argument("--cycles", type=int, default=30)
     p.add_argument("--warm", type=int, default=3)
+    sub.add_parser("web-setup")
     args = parser.parse_args()
-    {"setup": cmd_setup, "import": cmd_import, "train": cmd_train, "vacuum": cmd_vacuum,
+    {"setup": cmd_setup, "web-setup": cmd_web_setup, "import": cmd_import, "train": cmd_train, "vacuum": cmd_vacuum,
      "verify": cmd_verify, "explain": cmd_explain, "inprocess": cmd_inprocess}[args.command](args)
 
 

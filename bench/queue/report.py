@@ -1,5 +1,11 @@
-"""RESULTS.md from results.json: targets with PASS/MISS, the measured tables, plain words on misses."""
+"""RESULTS.md from results.json: targets with PASS/MISS, the measured tables, plain words on misses.
+
+The web-worker memory section comes from server_memory.json (server_memory.py) when it is there.
+"""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 TARGETS = {
     "next_p99_ms_1_annotator": 25.0,
@@ -195,7 +201,61 @@ def evaluate(results: dict) -> tuple[list[dict], list[str]]:
     return rows, misses
 
 
-def render(results: dict) -> str:
+def write(results_dir: Path, results: dict) -> None:
+    """RESULTS.md in `results_dir` from `results`, with server_memory.json's section when that file exists."""
+    memory_path = results_dir / "server_memory.json"
+    memory = json.loads(memory_path.read_text()) if memory_path.exists() else None
+    (results_dir / "RESULTS.md").write_text(render(results, memory))
+
+
+def _worker_summary(memory: dict) -> tuple[str, str, str]:
+    """(worker RSS after the pages, maths libraries mapped, URLconf process peak) of one server_memory run."""
+    workers = memory["gunicorn"]["workers"]
+    rss = " + ".join(_mib(w["rss_kib"]) for w in workers)
+    mapped = sorted({lib for w in workers for lib in w["maths_mapped"]})
+    return rss, ", ".join(mapped) or "none", _mib(memory["urlconf_process"]["peak_rss_kib"])
+
+
+def server_memory_lines(memory: dict) -> list[str]:
+    rss, mapped, probe = _worker_summary(memory)
+    return [f"web workers after {memory['gunicorn']['page_requests']} page requests: {rss}; maths libraries "
+            f"mapped: {mapped}; a process that loads the URLconf and workbench.wsgi peaks at {probe}"]
+
+
+def render_server_memory(memory: dict) -> list[str]:
+    out: list[str] = []
+    w = out.append
+    g = memory["gunicorn"]
+    machine = memory["machine"]
+    code = memory["code"]
+    w("## Web worker memory\n")
+    w(f"Measured by `{memory['command']}` on {memory['date']} (code `{code['commit']}`"
+      + (f" plus uncommitted changes to {len(code['uncommitted'])} files" if code.get("uncommitted") else "")
+      + f"; `nproc` = {machine['nproc']}, {machine['memory_gib']} GiB, Python {machine['python']}), apart from "
+      "the run above. A fresh SQLite data dir and embedded Redis, "
+      f"`{g['cmd']}`, a login through the form, then {len(g['pages'])} pages (project, annotate, settings, "
+      f"import, both dashboards with their charts, meta-models, admin, REST API, Swagger UI, schema) "
+      f"{g['page_requests'] // max(len(g['pages']), 1)} times each, one connection per request. VmRSS of each "
+      "worker from /proc (\"at start\": after gunicorn's readiness request, which only one worker served; "
+      "Django loads the URLconf on a worker's first request); \"maths mapped\": which of torch, sklearn, "
+      "scipy, pandas have files mapped in the "
+      "worker (/proc/PID/maps); \"URLconf process\": peak RSS (VmHWM) of a process that only imports "
+      "`workbench.wsgi` and loads the URLconf.\n")
+    w("| code | worker RSS at start | worker RSS after the pages | gunicorn master | maths mapped in workers "
+      "| URLconf process peak RSS | non-200 pages |")
+    w("|---|---|---|---|---|---|---|")
+    for run in ([memory["baseline"]] if memory.get("baseline") else []) + [memory]:
+        rss, mapped, probe = _worker_summary(run)
+        idle = " + ".join(_mib(wk["idle_rss_kib"]) for wk in run["gunicorn"]["workers"])
+        bad = ", ".join(f"`{path}` {codes}" for path, codes in run["gunicorn"]["non_200"].items()) or "none"
+        changed = f" + {len(run['code']['uncommitted'])} uncommitted files" if run["code"].get("uncommitted") else ""
+        w(f"| `{run['code']['commit']}`{changed} ({run['date'][:10]}) | {idle} | {rss} | "
+          f"{_mib(run['gunicorn']['master_rss_kib'])} | {mapped} | {probe} | {bad} |")
+    w("")
+    return out
+
+
+def render(results: dict, server_memory: dict | None = None) -> str:
     machine = results["machine"]
     settings = results["settings"]
     annotators = settings["annotators"]
@@ -383,4 +443,6 @@ def render(results: dict) -> str:
           f"{_mib(leg.get('server_idle_rss_kib'))} | {' / '.join(leg['loadavg_before'])} | "
           f"`{code.get('commit', '-')}`{' + uncommitted' if code.get('uncommitted') else ''} |")
     w("")
+    if server_memory is not None:
+        out += render_server_memory(server_memory)
     return "\n".join(out) + "\n"

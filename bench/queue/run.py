@@ -759,7 +759,7 @@ def main(argv=None) -> int:
     results_path = results_dir / "results.json"
     if args.render_only:
         results = json.loads(results_path.read_text())
-        (results_dir / "RESULTS.md").write_text(report.render(results))
+        report.write(results_dir, results)
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     run_lock = (WORK / ".run.lock").open("a+")
@@ -819,14 +819,14 @@ def main(argv=None) -> int:
             results["legs"].append(leg)
             results["run_seconds"] = time.perf_counter() - started
             results_path.write_text(json.dumps(results, indent=1) + "\n")
-            (results_dir / "RESULTS.md").write_text(report.render(results))
+            report.write(results_dir, results)
     results["run_seconds"] = time.perf_counter() - started
     results["code_at_end"] = code_version()
     if results["code_at_end"] != results["code"]:
         log(f"WARNING: the application code changed during the run ({results['code']} -> "
             f"{results['code_at_end']}); the legs did not all measure the same code. Rerun on a quiet checkout.")
     results_path.write_text(json.dumps(results, indent=1) + "\n")
-    (results_dir / "RESULTS.md").write_text(report.render(results))
+    report.write(results_dir, results)
     log(f"done in {results['run_seconds'] / 60:.1f} min: {results_path} and {results_dir / 'RESULTS.md'}")
     return 1 if failures else 0
 

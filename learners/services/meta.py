@@ -3,6 +3,10 @@
 The maths is in `learners.meta` (no Django); this module reads labels and
 features from the database, writes the records, and decides which model orders
 a warm-started project's queue (`learners.meta.warm_start`).
+
+Web processes import this module (create, cancel, warm-start choice), so it
+imports the maths (torch, scikit-learn, numpy) only inside the functions that
+workers run; `tests/test_web_imports.py` checks it.
 """
 from __future__ import annotations
 
@@ -11,20 +15,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from annotate.access import can_manage, can_meta_train, can_view
 from annotate.models import Project
 from learners.catalog import META_ALGORITHMS
-from learners.meta import adapt as meta_adapt
-from learners.meta import meta_learner_from_bytes, meta_learner_to_bytes
-from learners.meta.recipes import meta_train_default
-from learners.meta.warm_start import compare_on_folds, own_model_wins
+from learners.catalog import META_HYPER_PARAMETERS as HYPER_PARAMETERS
 from learners.models import MetaModel, MetaModelStatus, WarmStart
 from learners.services.meta_data import MetaDataInvalid, pooled_sources, sources_check
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +43,6 @@ class AdaptationFailed(RuntimeError):
     """A meta-model cannot be adapted to a project; the message says why."""
 
 
-# name: (type, minimum, maximum, default). Anything else in `hyper_parameters` is refused.
-HYPER_PARAMETERS: dict[str, tuple[type, float, float, Any]] = {
-    "n_way": (int, 2, 64, 5),
-    "k_shot": (int, 1, 50, 1),
-    "q_query": (int, 1, 100, 5),
-    "steps": (int, 1, 50_000, 300),
-    "seed": (int, 0, 2**31 - 1, 0),
-    "meta_batch": (int, 1, 256, 8),
-    "meta_lr": (float, 1e-6, 1.0, 1e-3),
-    "hidden": (int, 4, 4096, 256),
-    "lr": (float, 1e-5, 10.0, 0.1),
-    "adapt_steps": (int, 0, 100, 5),
-}
 # Checked for cancellation every this many steps (one small query each).
 CANCEL_CHECK_EVERY = 5
 TERMINAL = {MetaModelStatus.SUCCEEDED, MetaModelStatus.FAILED, MetaModelStatus.CANCELLED}
@@ -83,10 +74,13 @@ def hyper_parameters_clean(algorithm: str, given: dict[str, Any] | None) -> dict
     return clean
 
 
-def meta_model_create(*, name: str, source_project_ids: list[int], algorithm: str,
+def meta_model_create(*, user, name: str, source_project_ids: list[int], algorithm: str,
                       hyper_parameters: dict[str, Any] | None = None) -> MetaModel:
     """A queued meta-model over the source projects, checked so that `meta_model_train` can run.
 
+    `user` acts (`annotate.access.OPERATOR` for a command run without --user):
+    they must be allowed to meta-train on every source project
+    (`can_meta_train`); a project they may not view is reported as missing.
     Checks the name, that every project exists and shares modality and a
     shared-space featuriser, the hyper-parameters, and that the sources' labels
     already give enough classes with ``k_shot + q_query`` examples for
@@ -98,10 +92,13 @@ def meta_model_create(*, name: str, source_project_ids: list[int], algorithm: st
     ids = list(dict.fromkeys(source_project_ids or []))
     if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise MetaModelInvalid("source_project_ids: give a list of project ids")
-    projects = list(Project.objects.filter(pk__in=ids).order_by("pk"))
+    projects = [p for p in Project.objects.filter(pk__in=ids).order_by("pk") if can_view(user, p)]
     missing = sorted(set(ids) - {p.pk for p in projects})
     if missing:
         raise MetaModelInvalid(f"source_project_ids: no project with id {missing}")
+    if not can_meta_train(user, projects):
+        refused = [p.pk for p in projects if not can_manage(user, p)]
+        raise MetaModelInvalid(f"source_project_ids: you may meta-train only on projects you own; not on {refused}")
     hyper = hyper_parameters_clean(algorithm, hyper_parameters)
     try:
         modality, featuriser = sources_check(projects)
@@ -139,6 +136,9 @@ def meta_model_train(*, meta_model_id: int, progress: Progress | None = None) ->
     training stops and the record is marked cancelled without an artifact. A
     failure marks it failed with the error, then re-raises.
     """
+    from learners.meta import meta_learner_to_bytes
+    from learners.meta.recipes import meta_train_default
+
     with transaction.atomic():
         meta_model = MetaModel.objects.select_for_update().get(pk=meta_model_id)
         if meta_model.status in TERMINAL:
@@ -197,6 +197,8 @@ def meta_model_train(*, meta_model_id: int, progress: Progress | None = None) ->
 
 
 def _mean_tail(values: list[float], n: int = 20) -> float | None:
+    import numpy as np
+
     return round(float(np.mean(values[-n:])), 4) if values else None
 
 
@@ -262,6 +264,8 @@ def warm_start_clear(project: Project) -> None:
 
 def meta_learner_of(meta_model: MetaModel):
     """The meta-model's algorithm, rebuilt from its artifact (AdaptationFailed unless it succeeded)."""
+    from learners.meta import meta_learner_from_bytes
+
     if meta_model.status != MetaModelStatus.SUCCEEDED or not meta_model.artifact:
         raise AdaptationFailed(f"meta-model {meta_model.pk} ({meta_model.name!r}) is {meta_model.status}; only a "
                                "succeeded one can be adapted")
@@ -270,6 +274,10 @@ def meta_learner_of(meta_model: MetaModel):
 
 def adapted_predictor(algorithm, X: np.ndarray, y: list[str] | np.ndarray):
     """`algorithm` (a rebuilt meta-learner) adapted to labelled rows (X, y): predict_proba, predict, classes_."""
+    import numpy as np
+
+    from learners.meta import adapt as meta_adapt
+
     return meta_adapt(algorithm, algorithm.meta_params(), np.asarray(X, dtype=np.float32), np.asarray(y, dtype=str))
 
 
@@ -323,6 +331,10 @@ def warm_start_choose(project: Project, X: Any, labels: list[str], *, own_estima
     predictor (the comparison is recorded, not acted on); a label short of
     ``k_shot`` examples raises AdaptationFailed.
     """
+    import numpy as np
+
+    from learners.meta.warm_start import compare_on_folds, own_model_wins
+
     forced = meta_model is not None
     if meta_model is None:
         warm = WarmStart.objects.select_related("meta_model").filter(project=project).first()

@@ -9,13 +9,14 @@ the wrong lesson.
 from __future__ import annotations
 
 from collections import Counter
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from annotate.models import Project
 from annotate.selectors import training_labels
 from learners.catalog import FEATURISERS
-from learners.services.features import feature_space_current, features_fill, features_load
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class MetaDataInvalid(ValueError):
@@ -44,6 +45,12 @@ def sources_check(projects: list[Project], *, featuriser: str | None = None) -> 
 
 def labelled_features(project: Project, progress=None) -> tuple[np.ndarray, list[str]]:
     """The project's labelled items' features (its current featuriser) and majority labels."""
+    # Featurisers load scipy and scikit-learn: imported here, in the worker, so that
+    # `sources_check` stays usable from web processes (tests/test_web_imports.py).
+    import numpy as np
+
+    from learners.services.features import feature_space_current, features_fill, features_load
+
     space = feature_space_current(project)
     features_fill(space, progress)
     item_ids, labels = training_labels(project)
@@ -59,6 +66,8 @@ def pooled_sources(projects: list[Project], *, min_per_class: int, progress=None
     Returns (X, y, report) where report counts classes and items per project
     and lists the classes left out for having too few examples.
     """
+    import numpy as np
+
     sources_check(projects)
     blocks, keys, report = [], [], {"projects": {}, "left_out": []}
     dims = set()

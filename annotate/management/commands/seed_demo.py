@@ -1,4 +1,10 @@
-"""manage.py seed_demo: the demo login, the BBC news project and the digits project (idempotent)."""
+"""manage.py seed_demo: the demo login, the BBC news project and the digits project (idempotent).
+
+The demo user is a superuser with a printed password, so it is made only where
+the settings ask for it (WORKBENCH_DEMO, on by default with DEBUG=1 only) or
+with --force. The password is printed once, when the user is created; it stays
+in the data dir's demo-login.txt.
+"""
 import io
 import json
 import secrets
@@ -18,20 +24,31 @@ DIGITS_PROJECT = "Handwritten digits (demo)"
 
 
 class Command(BaseCommand):
-    help = "Create the demo user and the BBC news demo project if they do not exist, and print the login."
+    help = ("Create the demo user and the demo projects if they do not exist; print the login when the user is "
+            "created. Does nothing unless WORKBENCH_DEMO is on (the default with DEBUG=1) or --force is given.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true",
+                            help="create the demo even when WORKBENCH_DEMO is off (e.g. with DEBUG=0)")
 
     def handle(self, *args, **options):
+        if not (settings.WORKBENCH_DEMO or options["force"]):
+            self.stdout.write("no demo: WORKBENCH_DEMO is off (the default with DEBUG=0); "
+                              "set WORKBENCH_DEMO=1 or pass --force to create it")
+            return
         User = get_user_model()
         login_file = settings.DATA_DIR / "demo-login.txt"
         user = User.objects.filter(username="demo").first()
-        if user is None or not login_file.exists():
+        if user is None:
             password = secrets.token_urlsafe(9)
-            user = user or User(username="demo", is_staff=True, is_superuser=True)
+            user = User(username="demo", is_staff=True, is_superuser=True)
             user.set_password(password)
             user.save()
             login_file.write_text(password)
             login_file.chmod(0o600)
-        password = login_file.read_text().strip()
+            self.stdout.write(f"demo login: username demo, password {password} (kept in {login_file})")
+        else:
+            self.stdout.write(f"demo user exists (its password was printed when it was made, kept in {login_file})")
         if not Project.objects.filter(name=DEMO_PROJECT).exists():
             project = project_create(
                 name=DEMO_PROJECT, modality="text", labels=sorted(set(TOPICS.values())), owner=user,
@@ -50,7 +67,6 @@ class Command(BaseCommand):
         # also for demo projects made before the field existed.
         Project.objects.filter(name=DEMO_PROJECT, benchmark_dataset="").update(benchmark_dataset="bbc_news")
         Project.objects.filter(name=DIGITS_PROJECT, benchmark_dataset="").update(benchmark_dataset="digits")
-        self.stdout.write(f"demo login: username demo, password {password}")
 
     def _digits(self, user) -> None:
         from sklearn.datasets import load_digits
