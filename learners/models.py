@@ -76,6 +76,25 @@ class ItemFeatures(models.Model):
         constraints = [models.UniqueConstraint(fields=["space", "item"], name="itemfeatures_unique")]
 
 
+class FeatureSkip(models.Model):
+    """An item its space's featuriser could not read (or whose cached row was corrupt), and why.
+
+    Such an item has no ItemFeatures row in the space, so it is left out of scoring, and
+    `features_fill` does not try it again: delete this row to have it featurised again
+    (after fixing the item's data). Listed by `learners.services.features.feature_skips`
+    and in the result of `workbench.featurise`.
+    """
+
+    space = models.ForeignKey(FeatureSpace, on_delete=models.CASCADE, related_name="skips", db_index=False)
+    # As ItemFeatures.item: no index of its own, the (space, item) constraint serves every lookup.
+    item = models.ForeignKey(Item, on_delete=models.DO_NOTHING, related_name="+", db_index=False)
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["space", "item"], name="featureskip_unique")]
+
+
 class MetaModelStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"

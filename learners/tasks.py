@@ -1,4 +1,8 @@
-"""Celery tasks of the machine side (public names under workbench.*)."""
+"""Celery tasks of the machine side (public names under workbench.*).
+
+Each has annotate.tasks.WorkbenchTask as its base: arguments that do not fit
+fail with TaskInputError naming them (docs/celery-api.md).
+"""
 from __future__ import annotations
 
 import logging
@@ -6,6 +10,8 @@ import logging
 from celery import shared_task
 
 from annotate.models import Project
+from annotate.tasks import WorkbenchTask
+from learners.services.features import feature_skips
 from learners.services.training import featurise_and_order, model_version_train, pool_rescore
 
 logger = logging.getLogger(__name__)
@@ -19,7 +25,7 @@ def stage_progress(task):
     return progress
 
 
-@shared_task(bind=True, name="workbench.retrain")
+@shared_task(bind=True, base=WorkbenchTask, name="workbench.retrain")
 def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
     """Train the project's model on all its labels, score the pool and re-order the queue.
 
@@ -35,22 +41,27 @@ def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
     )
 
 
-@shared_task(bind=True, name="workbench.featurise")
+@shared_task(bind=True, base=WorkbenchTask, name="workbench.featurise")
 def featurise(self, *, project_id: int) -> dict:
     """Featurise the project's items that have no cached features yet, in batches with progress.
 
     Then places them in the queue: before the project's first model, a
     k-means++ spread of items goes to the head of the queue (the cold start);
-    with a model, the new items are scored by it.
+    with a model, the new items are scored by it. An item the featuriser cannot
+    read is skipped, not fatal: the result counts them (`skipped`) and gives the
+    first reasons (`skipped_items`, "item 'x': ...").
     """
-    if not Project.objects.filter(pk=project_id).exists():
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
         logger.warning("featurise: project %s is gone; nothing to do", project_id)
         return {"status": "missing", "project_id": project_id}
 
-    return featurise_and_order(project_id=project_id, progress=stage_progress(self))
+    result = featurise_and_order(project_id=project_id, progress=stage_progress(self))
+    skipped, reasons = feature_skips(project)
+    return result | {"skipped": skipped, "skipped_items": reasons}
 
 
-@shared_task(bind=True, name="workbench.score_pool")
+@shared_task(bind=True, base=WorkbenchTask, name="workbench.score_pool")
 def score_pool(self, *, project_id: int) -> dict:
     """Re-score every open item with the latest model version (no retraining) and re-order the queue."""
     if not Project.objects.filter(pk=project_id).exists():
@@ -60,7 +71,7 @@ def score_pool(self, *, project_id: int) -> dict:
     return pool_rescore(project_id=project_id, progress=stage_progress(self))
 
 
-@shared_task(bind=True, name="workbench.meta_train")
+@shared_task(bind=True, base=WorkbenchTask, name="workbench.meta_train")
 def meta_train(self, *, meta_model_id: int) -> dict:
     """Meta-train a queued meta-model on its source projects' labels (learners.services.meta.meta_model_train).
 
@@ -79,7 +90,7 @@ def meta_train(self, *, meta_model_id: int) -> dict:
     return meta_model_train(meta_model_id=meta_model_id, progress=stage_progress(self))
 
 
-@shared_task(bind=True, name="workbench.adapt")
+@shared_task(bind=True, base=WorkbenchTask, name="workbench.adapt")
 def adapt(self, *, project_id: int, meta_model_id: int | None = None, request_id: str | None = None) -> dict:
     """Adapt a meta-model (default: the project's warm start) to the project's labels, store it as a model
     version and re-order the queue with it. Idempotent per `request_id` (default: this task's id)."""
@@ -92,7 +103,7 @@ def adapt(self, *, project_id: int, meta_model_id: int | None = None, request_id
                                request_id=request_id or self.request.id or "direct", progress=stage_progress(self))
 
 
-@shared_task(bind=True, name="workbench.federated_run")
+@shared_task(bind=True, base=WorkbenchTask, name="workbench.federated_run")
 def federated_run(self, *, run_id: int) -> dict:
     """Coordinate a queued federated run (learners.services.federated.federated_run_execute).
 
@@ -110,7 +121,7 @@ def federated_run(self, *, run_id: int) -> dict:
     return federated_run_execute(run_id=run_id, progress=stage_progress(self))
 
 
-@shared_task(name="workbench.federated_local_train")
+@shared_task(base=WorkbenchTask, name="workbench.federated_local_train")
 def federated_local_train(*, project_id: int, message: str) -> str:
     """A site's half of a round: train from the coordinator's weights on this deployment's labels.
 

@@ -156,3 +156,87 @@ def test_import_task_by_name_imports_or_rejects_cleanly(celery_worker, tmp_path)
         # Close the result subscription now, not when the suite's Redis is gone.
         client.backend.result_consumer.stop()
         client.close()
+
+
+def celery_client():
+    from celery import Celery
+
+    return Celery(broker=settings.CELERY_BROKER_URL, backend=settings.CELERY_BROKER_URL)
+
+
+def workbench_tasks() -> dict:
+    """Every public task of the workbench, by name, as this process registers them."""
+    from workbench.celery import app
+
+    app.loader.import_default_modules()
+    return {name: task for name, task in app.tasks.items() if name.startswith("workbench.")}
+
+
+def test_every_task_fails_bad_arguments_with_task_input_error_naming_them(celery_worker):
+    import inspect
+
+    from annotate.tasks import WorkbenchTask
+
+    tasks = workbench_tasks()
+    assert len(tasks) >= 10 and all(isinstance(task, WorkbenchTask) for task in tasks.values())
+    client = celery_client()
+    try:
+        sent = []
+        for name, task in sorted(tasks.items()):
+            params = [p for p in inspect.signature(task.run).parameters.values() if p.kind is p.KEYWORD_ONLY]
+            required = {p.name: ("x" if p.annotation in ("str", str) else 1) for p in params if p.default is p.empty}
+            first = next(iter(required))
+            wrong = "7" if required[first] == 1 else 7
+            cases = [
+                ({}, f"{name}: missing argument {first!r} (required: {', '.join(required)})"),
+                (required | {"projectid": 1}, f"{name}: unknown argument 'projectid'; it takes "
+                                              f"{', '.join(p.name for p in params)}"),
+                (required | {first: wrong}, f"{name}: argument {first!r} must be "),
+                (required | {first: None}, f"{name}: argument {first!r} must be "),
+            ]
+            sent += [(client.send_task(name, kwargs=kwargs), expected) for kwargs, expected in cases]
+
+        for result, expected in sent:
+            with pytest.raises(Exception) as failed:
+                result.get(timeout=60)
+            assert type(failed.value).__name__ == "TaskInputError", (expected, failed.value)
+            assert str(failed.value).startswith(expected), (expected, str(failed.value))
+    finally:
+        client.backend.result_consumer.stop()
+        client.close()
+
+
+def test_a_wrong_type_names_the_argument_the_type_and_the_value(celery_worker):
+    client = celery_client()
+    try:
+        bad = [({"project_id": "3"}, "workbench.retrain: argument 'project_id' must be an integer, not the string '3'"),
+               ({"project_id": True}, "workbench.retrain: argument 'project_id' must be an integer, not true"),
+               ({"project_id": 1, "request_id": 5},
+                "workbench.retrain: argument 'request_id' must be a string or null, not the number 5")]
+        for kwargs, expected in bad:
+            with pytest.raises(Exception) as failed:
+                client.send_task("workbench.retrain", kwargs=kwargs).get(timeout=60)
+            assert (type(failed.value).__name__, str(failed.value)) == ("TaskInputError", expected)
+        with pytest.raises(Exception, match=r"^workbench.import_items takes keyword arguments only"):
+            client.send_task("workbench.import_items", args=[1, "/x.csv"]).get(timeout=60)
+    finally:
+        client.backend.result_consumer.stop()
+        client.close()
+
+
+def test_featurise_by_name_skips_an_unreadable_item_and_says_so(celery_worker):
+    project = make_project(modality="image", labels=("0", "1"))
+    good = "id,pixels\na,0 1 2 3\nb,4 5 6 16\nc,1 1 1 1\n"
+    import_items(project=project, stream=io.BytesIO(good.encode()), file_format="csv", source_name="img.csv",
+                 featurise=False)
+    Item.objects.create(project=project, external_id="odd", data={"pixels": "1 2 3"})  # stored before the check
+    client = celery_client()
+    try:
+        result = client.send_task("workbench.featurise", kwargs={"project_id": project.pk}).get(timeout=120)
+    finally:
+        client.backend.result_consumer.stop()
+        client.close()
+
+    assert result["status"] == "cold_start" and result["featurised"] == 3
+    assert result["skipped"] == 1
+    assert result["skipped_items"] == ["item 'odd': image 0 has 3 pixels; this project's images have 4"]

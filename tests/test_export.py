@@ -9,10 +9,10 @@ from annotate.errors import WorkbenchError
 from annotate.models import Item
 from annotate.selectors import training_labels
 from annotate.services.annotations import annotation_create
-from annotate.services.exporting import annotations_export
-from annotate.services.importing import import_file
+from annotate.services.exporting import annotations_export, csv_cell
+from annotate.services.importing import import_file, import_items
 from annotate.services.queue import queue_next_item
-from tests.factories import add_annotator, add_items, make_project
+from tests.factories import add_annotator, add_items, make_project, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +68,32 @@ def test_bad_format_or_path_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(WorkbenchError, match="cannot write the export to"):
         annotations_export(project=project, path=blocker / "out.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(tmp_path):
+    project = make_project(labels=("=cmd|' /C calc'!A0", "dog"), overlap=1, retrain_every=1000)
+    body = "".join(json.dumps({"id": external_id, "text": text}) + "\n" for external_id, text in
+                   [('=HYPERLINK("http://evil.example","x")', "one"), ("@SUM(A1)", "two"), ("-2+3", "three"),
+                    ("+1", "four"), ("plain", "five")])
+    import_items(project=project, stream=io.BytesIO(body.encode()), file_format="jsonl", source_name="f.jsonl")
+    annotator = add_annotator(project, make_user("-alice"))
+    for _ in range(5):
+        item = queue_next_item(project=project, annotator=annotator).item
+        annotation_create(project=project, annotator=annotator, item_id=item.pk, label="=cmd|' /C calc'!A0")
+
+    annotations_export(project=project, file_format="csv", path=tmp_path / "out.csv")
+    annotations_export(project=project, file_format="jsonl", path=tmp_path / "out.jsonl")
+
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
+    assert sorted(r["item_id"] for r in rows) == sorted(
+        ["'+1", "'-2+3", "'=HYPERLINK(\"http://evil.example\",\"x\")", "'@SUM(A1)", "plain"])
+    assert {r["label"] for r in rows} == {r["majority_label"] for r in rows} == {"'=cmd|' /C calc'!A0"}
+    assert {r["annotator"] for r in rows} == {"'-alice"}
+    assert {r["source"] for r in rows} == {"human"}
+    exact = {json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()}
+    assert '=HYPERLINK("http://evil.example","x")' in exact, "JSONL keeps values exactly"
+
+
+def test_csv_cell_prefixes_every_owasp_formula_start():
+    assert [csv_cell(v) for v in ["=1", "+1", "-1", "@a", "\tx", "\rx", "a=1", " =1", ""]] == \
+        ["'=1", "'+1", "'-1", "'@a", "'\tx", "'\rx", "a=1", " =1", ""]

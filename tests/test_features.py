@@ -12,8 +12,15 @@ from annotate.services.importing import ImportFailed, import_items
 from annotate.services.projects import project_settings_update
 from learners.ml.feature_rows import rows_decode, rows_encode
 from learners.ml.featurisers import FeaturiserError, featuriser_create
-from learners.models import FeatureSpace, ItemFeatures
-from learners.services.features import feature_space_current, features_fill, features_iter_open, features_load
+from learners.models import FeatureSkip, FeatureSpace, ItemFeatures
+from learners.services.features import (
+    FeaturisingFailed,
+    feature_skips,
+    feature_space_current,
+    features_fill,
+    features_iter_open,
+    features_load,
+)
 from tests.factories import add_items, make_project
 
 
@@ -130,3 +137,87 @@ def test_image_import_checks_pixels_and_names_the_row():
     space = feature_space_current(project)
     features_fill(space)
     assert space.featuriser == "image_pixels" and space.dim == 4
+
+
+# --- one bad item never blocks the others -----------------------------------------------------------
+
+
+def legacy_item(project, external_id: str, data: dict) -> Item:
+    """An item stored before the importer checked what featurisers read (it refuses these now)."""
+    return Item.objects.create(project=project, external_id=external_id, data=data)
+
+
+@pytest.mark.django_db
+def test_an_unreadable_image_is_skipped_with_its_reason_and_the_others_are_featurised():
+    project = make_project(modality="image", labels=("0", "1"))
+    good = "id,pixels\na,0 1 2 3\nb,4 5 6 16\nc,1 1 1 1\n"
+    import_items(project=project, stream=io.BytesIO(good.encode()), file_format="csv", source_name="img.csv")
+    bad = legacy_item(project, "odd", {"pixels": "1 2 3"})
+    legacy_item(project, "junk", {"pixels": "1 2 x 4"})
+
+    space = feature_space_current(project)  # the fit sample holds the odd ones too
+
+    assert space.dim == 4
+    assert features_fill(space) == 3
+    assert ItemFeatures.objects.filter(space=space).count() == 3
+    count, reasons = feature_skips(project)
+    assert count == 2
+    assert reasons == ["item 'odd': image 0 has 3 pixels; this project's images have 4",
+                       "item 'junk': pixels must be numbers separated by spaces or commas"]
+    assert FeatureSkip.objects.get(space=space, item=bad).reason.startswith("item 'odd'")
+    assert features_fill(space) == 0, "a skipped item is not tried again"
+    assert sum(len(ids) for ids, _ in features_iter_open(space)) == 3
+    with pytest.raises(FeaturisingFailed, match="skipped as unreadable: item 'odd': image 0 has 3 pixels"):
+        features_load(space, [bad.pk])
+
+
+@pytest.mark.django_db
+def test_a_tabular_number_beyond_float32_is_skipped_not_fatal():
+    project = make_project(modality="tabular", labels=("yes", "no"))
+    rows = "id,x,city\na,1,Oslo\nb,3,Rome\nc,5,Oslo\n"
+    import_items(project=project, stream=io.BytesIO(rows.encode()), file_format="csv", source_name="t.csv")
+    legacy_item(project, "huge-int", {"x": 10**400, "city": "Oslo"})
+    legacy_item(project, "huge-text", {"x": "9" * 5_000, "city": "Rome"})
+
+    space = feature_space_current(project)
+
+    assert features_fill(space) == 3
+    count, reasons = feature_skips(project)
+    assert count == 2
+    assert reasons[0] == "item 'huge-int': column 'x' is an integer of about 401 digits, beyond what a 32-bit float holds (3.4e38)"
+    assert reasons[1].startswith("item 'huge-text': column 'x' is '99999999999... (5,002 characters)")
+    X = features_load(space, list(Item.objects.filter(project=project, external_id__in="abc").values_list("id", flat=True)))
+    # In the fit the two huge values count as missing (the mean, 3): the std of 1, 3, 5, 3, 3 is sqrt(1.6).
+    assert np.all(np.isfinite(X)) and X[:, 0].tolist() == pytest.approx([-2 / np.sqrt(1.6), 0.0, 2 / np.sqrt(1.6)])
+
+
+@pytest.mark.django_db
+def test_a_text_that_is_not_a_string_is_skipped_not_fatal():
+    project = make_project()
+    add_items(project, ["a cat", "a dog"])
+    legacy_item(project, "number", {"text": 42})
+
+    space = feature_space_current(project)
+
+    assert features_fill(space) == 2
+    assert feature_skips(project) == (1, ["item 'number': text must be a string, not int"])
+
+
+@pytest.mark.django_db
+def test_a_corrupt_cached_row_is_set_aside_and_the_others_are_still_read():
+    project = make_project(modality="tabular", labels=("yes", "no"))
+    rows = "id,x,y\na,1,2\nb,3,4\nc,5,7\n"
+    import_items(project=project, stream=io.BytesIO(rows.encode()), file_format="csv", source_name="t.csv")
+    space = feature_space_current(project)
+    features_fill(space)
+    a, b, c = Item.objects.filter(project=project).order_by("external_id")
+    ItemFeatures.objects.filter(space=space, item=b).update(vector=b"\x00" * 3)
+
+    chunks = list(features_iter_open(space))
+
+    assert [ids.tolist() for ids, _ in chunks] == [[a.pk, c.pk]]
+    assert chunks[0][1].shape == (2, 2)
+    assert feature_skips(project) == (1, ["item 'b': its cached feature row is corrupt (3 bytes, where rows of this "
+                                          "space have 8); delete this skip to featurise it again"])
+    assert not ItemFeatures.objects.filter(space=space, item=b).exists()
+    assert features_load(space, [a.pk, c.pk]).shape == (2, 2)

@@ -172,3 +172,122 @@ def test_special_characters_round_trip_exactly(project):
     item = Item.objects.get(project=project)
     assert item.external_id == "é\t1"
     assert item.data == {"text": text, "meta": {"note": "x\\y"}}
+
+
+# --- bad input gets a clear error, and the job never stays "running" --------------------------------
+
+
+def test_text_that_is_not_a_string_is_refused_as_such(project):
+    body = '{"id": 1, "text": 42}\n{"id": 2, "text": null}\n{"id": 3, "text": true}\n{"id": 4, "body": "x"}\n'
+    assert_rejected(project, body, "jsonl", "line 1: field 'text' must be a string, not the number 42",
+                    "line 2: field 'text' must be a string, not null", "line 3: field 'text' must be a string, not true",
+                    "line 4: missing field 'text'")
+
+
+def test_csv_with_a_quote_left_open_at_the_end_of_the_file_is_refused_naming_the_line(project):
+    body = 'id,text\n1,fine\n2,"never closed\nmore text\n'
+    failed = assert_rejected(project, body, "csv", "row 2: the record starting on line 3 has a quoted field that "
+                                                  "is not closed before the end of the file")
+    assert 'add the missing closing "' in failed.errors[0]
+
+
+def test_csv_text_after_a_closing_quote_is_refused_not_dropped(project):
+    assert_rejected(project, 'id,text\n1,"ab"c\n', "csv", "row 1: ',' expected after '\"' (in the record starting "
+                                                        "on line 2)")
+
+
+def test_a_file_cut_off_inside_a_utf8_character_is_refused_naming_the_line(project):
+    cut = "id,text\n1,ok\n2,café".encode()[:-1]  # the last byte of "é" is missing
+    assert_rejected(project, cut, "csv", "line 3: the file ends in the middle of a UTF-8 character")
+    ImportJob.objects.all().delete()
+    cut = '{"id": 1, "text": "ok"}\n{"id": 2, "text": "naïve"}'.encode() + "東".encode()[:2]
+    assert_rejected(project, cut, "jsonl", "line 2: the file ends in the middle of a UTF-8 character")
+
+
+def test_a_column_name_over_the_limit_is_refused_naming_its_position(project):
+    long_name = "x" * 200_000
+    failed = assert_rejected(project, f"id,text,{long_name}\n1,a,b\n", "csv",
+                             "header: column 3 ('xxxxxxxx", "has a name of 200,000 characters; the limit is 200")
+    assert len(failed.errors[0]) < 300, "the error quotes the start of the name, not all of it"
+    ImportJob.objects.all().delete()
+    assert_rejected(project, json.dumps({"id": 1, "text": "a", "k" * 201: 1}) + "\n", "jsonl",
+                    "line 1: field 3 ('kkkk", "has a name of 201 characters; the limit is 200")
+    ImportJob.objects.all().delete()
+    run_import(project, json.dumps({"id": 1, "text": "a", "k" * 200: 1}) + "\n", "jsonl")  # at the limit: fine
+
+
+def test_deep_nesting_and_huge_integers_are_row_errors_and_the_command_fails_the_job(project, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        json.dumps({"id": 1, "text": "fine"}) + "\n"
+        + '{"id": 2, "text": ' + "[" * 5_000 + "]" * 5_000 + "}\n"
+        + '{"id": 3, "text": "x", "n": ' + "7" * 5_000 + "}\n"
+    )
+    with pytest.raises(CommandError) as failed:
+        call_command("import_items", project.pk, str(path))
+
+    assert "line 2: is nested too deeply to read" in str(failed.value)
+    assert "line 3: has a number of more than 4,300 digits; write it as a string" in str(failed.value)
+    job = ImportJob.objects.get(project=project)
+    assert job.status == "failed" and job.finished_at is not None and len(job.errors) == 2
+    assert not Item.objects.filter(project=project).exists()
+
+
+def test_an_import_that_stops_for_any_other_reason_ends_its_job_failed_with_why(project):
+    def disk_fails_mid_file():  # the outside world: a read error after two lines
+        yield b"id,text\n"
+        yield b"1,a\n"
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError):
+        import_items(project=project, stream=disk_fails_mid_file(), file_format="csv", source_name="f.csv")
+
+    job = ImportJob.objects.get(project=project)
+    assert job.status == "failed" and job.finished_at is not None
+    assert job.errors == ["the import stopped (OSError: [Errno 5] Input/output error) with 1 of the file's rows "
+                          "read; nothing was imported"]
+    assert not Item.objects.filter(project=project).exists()
+
+
+def test_an_image_of_another_pixel_count_is_refused_naming_the_row_and_the_size():
+    project = make_project(modality="image", labels=("0", "1"))
+    assert_rejected(project, "id,pixels\na,0 1 2 3\nb,0 1 2\n", "csv",
+                    "row 2: field 'pixels' has 3 values, but the first image of this file (row 1) has 4: "
+                    "every image of a project has the same pixel count")
+    ImportJob.objects.all().delete()
+    run_import(project, "id,pixels\na,0 1 2 3\n", "csv")
+
+    with pytest.raises(ImportFailed) as failed:
+        run_import(project, "id,pixels\nb,0 1 2 3 4\n", "csv")
+    assert failed.value.errors == ["row 1: field 'pixels' has 5 values, but the project's first item, 'a', has 4: "
+                                   "every image of a project has the same pixel count"]
+
+    from learners.services.features import feature_space_current
+
+    feature_space_current(project)  # fitted: now the feature space says how big images are
+    with pytest.raises(ImportFailed) as failed:
+        run_import(project, '{"id": "c", "pixels": "1 2"}\n', "jsonl")
+    assert failed.value.errors == ["line 1: field 'pixels' has 2 values, but this project's images have 4: "
+                                   "every image of a project has the same pixel count"]
+    assert Item.objects.filter(project=project).count() == 1
+
+
+def test_a_tabular_number_that_does_not_fit_float32_is_refused_naming_row_and_field():
+    project = make_project(modality="tabular", labels=("yes", "no"))
+    body = ("id,x,city\n"
+            "a,1.5,Oslo\n"
+            f"b,{'9' * 5_000},Rome\n"
+            "c,1e39,Oslo\n"
+            "d,-inf,Oslo\n"
+            "e,3e38,nan\n")  # in range, and "nan" is a category: both fine
+    failed = assert_rejected(project, body, "csv",
+                             "row 2: field 'x' is '999999999999'... (5,000 characters), out of range: numbers "
+                             "must be finite and between -3.4e38 and 3.4e38 (features are stored as 32-bit floats)",
+                             "row 3: field 'x' is '1e39', out of range", "row 4: field 'x' is '-inf', out of range")
+    assert len(failed.errors) == 3
+    ImportJob.objects.all().delete()
+    assert_rejected(project, '{"id": "f", "x": ' + "1" * 400 + "}\n", "jsonl",
+                    "line 1: field 'x' is 111111111111... (400 digits), out of range")
+    ImportJob.objects.all().delete()
+    report = run_import(project, '{"id": "g", "x": 1e38, "y": -2}\n', "jsonl")
+    assert report.rows_imported == 1

@@ -5,6 +5,10 @@ payload fields (text, pixels or columns) and its majority label, plus every
 annotation with annotator, source, seconds and time. Files are written to a
 temporary name and renamed, so a reader never sees half an export. The REST
 API streams the same text from `export_chunks`.
+
+CSV is for spreadsheets, so a text cell that a spreadsheet would run as a
+formula (one starting with = + - @, a tab or a carriage return: OWASP's CSV
+injection list) is written with a ' in front. JSONL is written as stored.
 """
 from __future__ import annotations
 
@@ -26,6 +30,12 @@ from annotate.selectors import training_labels
 FORMATS = ("jsonl", "csv")
 CHUNK = 5_000
 CSV_COLUMNS = ["item_id", "label", "annotator", "source", "seconds", "cost", "created_at", "majority_label"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A text cell a spreadsheet shows as text: one it would read as a formula gets a leading '."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 @dataclass
@@ -74,9 +84,9 @@ def _chunks(project: Project, file_format: str, counts: ExportCounts,
             record = {"label": label, "annotator": annotator, "source": source, "seconds": seconds,
                       "cost": str(cost), "created_at": created_at.isoformat()}
             if writer:
-                writer.writerow([items[item_id], label, annotator or "", source,
+                writer.writerow([csv_cell(items[item_id]), csv_cell(label), csv_cell(annotator or ""), source,
                                  "" if seconds is None else seconds, cost, record["created_at"],
-                                 majority[item_id]])
+                                 csv_cell(majority[item_id])])
             else:
                 by_item.setdefault(item_id, []).append(record)
         if not writer:

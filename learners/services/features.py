@@ -6,6 +6,12 @@ and its row stored in ItemFeatures. Retraining and scoring read rows, never
 raw payloads, so a retrain costs model time, not featurising time. Changing
 the project's featuriser (or bumping a featuriser's version) makes a new
 space; rows of the old one stay until the project is deleted.
+
+One bad item never stops the others: an item the featuriser cannot read (an
+image of another size, a number too large for float32), or whose cached row
+does not decode, gets a FeatureSkip with the reason instead of a row. It is
+then left out of scoring and shown in `workbench.featurise`'s result
+(`feature_skips`); training on it, if it is labelled, fails naming it.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from django.db.models import Exists, OuterRef
 from annotate.models import Item, Project
 from learners.ml.feature_rows import rows_decode, rows_encode
 from learners.ml.featurisers import FEATURISERS, Featuriser, FeaturiserError, featuriser_create, payload_of
-from learners.models import FeatureSpace, ItemFeatures
+from learners.models import FeatureSkip, FeatureSpace, ItemFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,7 @@ Progress = Callable[[str, int, int], None]
 FIT_SAMPLE = 20_000
 FILL_BATCH = 2_000
 READ_CHUNK = 20_000
+SKIPS_SHOWN = 20
 
 
 class FeaturisingFailed(RuntimeError):
@@ -78,20 +85,22 @@ def _payloads(project: Project, item_ids: list[int]) -> list:
 
 
 def features_fill(space: FeatureSpace, progress: Progress | None = None) -> int:
-    """Featurise every item of the space's project that has no row yet; returns how many were added.
+    """Featurise every item of the space's project that has no row yet; returns how many rows were added.
 
     Runs in batches, each committed on its own, so a crash loses at most one
-    batch and a second worker filling the same space skips what is done.
+    batch and a second worker filling the same space skips what is done. An
+    item the featuriser cannot read gets a FeatureSkip with the reason
+    instead (the batch's other items are featurised) and is not tried again.
     """
     project = space.project
     missing = Item.objects.filter(project=project).exclude(
         Exists(ItemFeatures.objects.filter(space=space, item=OuterRef("pk")))
-    )
+    ).exclude(Exists(FeatureSkip.objects.filter(space=space, item=OuterRef("pk"))))
     total = missing.count()
     if total == 0:
         return 0
     featuriser = featuriser_load(space)
-    done, last_id = 0, 0
+    done, added, last_id = 0, 0, 0
     if progress:
         progress("featurising", 0, total)
     while True:
@@ -100,39 +109,105 @@ def features_fill(space: FeatureSpace, progress: Progress | None = None) -> int:
             break
         last_id = batch[-1][0]
         payloads = [payload_of(project.modality, data) for _, _, data in batch]
+        skips: list[FeatureSkip] = []
         try:
-            X = featuriser.transform(payloads)
-        except FeaturiserError as exc:
-            raise FeaturisingFailed(f"project {project.pk}: {_which_item(featuriser, batch, project)}: {exc}") from exc
-        rows = [ItemFeatures(space=space, item_id=item_id, vector=blob)
-                for (item_id, _, _), blob in zip(batch, rows_encode(X))]
-        ItemFeatures.objects.bulk_create(rows, batch_size=1_000, ignore_conflicts=True)
+            blobs = rows_encode(featuriser.transform(payloads))
+            rows = [ItemFeatures(space=space, item_id=item_id, vector=blob)
+                    for (item_id, _, _), blob in zip(batch, blobs)]
+        except FeaturiserError:  # some item of the batch is unreadable: featurise them one by one
+            rows, skips = _featurise_one_by_one(featuriser, space, batch, payloads)
+        with transaction.atomic():
+            ItemFeatures.objects.bulk_create(rows, batch_size=1_000, ignore_conflicts=True)
+            FeatureSkip.objects.bulk_create(skips, batch_size=1_000, ignore_conflicts=True)
         done += len(batch)
+        added += len(rows)
         if progress:
             progress("featurising", done, total)
-    logger.info("project %s: featurised %s items with %s", project.pk, done, space.featuriser)
-    return done
+    logger.info("project %s: featurised %s items with %s (%s skipped)", project.pk, added, space.featuriser,
+                done - added)
+    return added
 
 
-def _which_item(featuriser: Featuriser, batch: list, project: Project) -> str:
-    for _, external_id, data in batch:
+def _featurise_one_by_one(featuriser: Featuriser, space: FeatureSpace, batch: list,
+                          payloads: list) -> tuple[list[ItemFeatures], list[FeatureSkip]]:
+    """Rows of the items the featuriser reads, and a FeatureSkip with the reason for each other one."""
+    rows, skips = [], []
+    for (item_id, external_id, _), payload in zip(batch, payloads):
         try:
-            featuriser.transform([payload_of(project.modality, data)])
-        except FeaturiserError:
-            return f"item {external_id!r}"
-    return "an item"
+            blob = rows_encode(featuriser.transform([payload]))[0]
+        except FeaturiserError as exc:
+            reason = f"item {external_id!r}: {exc}"
+            logger.warning("project %s: %s features skip %s", space.project_id, space.featuriser, reason)
+            skips.append(FeatureSkip(space=space, item_id=item_id, reason=reason))
+        else:
+            rows.append(ItemFeatures(space=space, item_id=item_id, vector=blob))
+    return rows, skips
+
+
+def feature_skips(project: Project, *, limit: int | None = SKIPS_SHOWN) -> tuple[int, list[str]]:
+    """How many items the project's current feature space skipped, and the reasons of the first `limit`."""
+    cls = FEATURISERS.get(project.featuriser)
+    skips = FeatureSkip.objects.filter(space__project=project, space__featuriser=project.featuriser,
+                                       space__version=getattr(cls, "version", 0)).order_by("item_id")
+    reasons = skips.values_list("reason", flat=True)
+    return skips.count(), list(reasons[:limit] if limit is not None else reasons)
+
+
+def _row_problem(blob: bytes, space: FeatureSpace) -> str | None:
+    """Why a cached row cannot be a row of `space`, or None."""
+    size = len(bytes(blob))
+    if not space.is_sparse:
+        return None if size == 4 * space.dim else f"{size} bytes, where rows of this space have {4 * space.dim}"
+    if size % 8:
+        return f"{size} bytes, not a whole number of (index, value) pairs"
+    indices = np.frombuffer(bytes(blob), dtype="<i4", count=size // 8)
+    if len(indices) and (indices.min() < 0 or indices.max() >= space.dim):
+        return f"a column index outside 0..{space.dim - 1}"
+    return None
+
+
+def _rows_decode_or_skip(space: FeatureSpace, item_ids: list[int], blobs: list[bytes]):
+    """Decode rows; a corrupt one is replaced by a FeatureSkip. Returns (kept item ids, rows, skipped ids)."""
+    try:
+        return item_ids, rows_decode(blobs, dim=space.dim, is_sparse=space.is_sparse), []
+    except ValueError:
+        # Some row is corrupt. Which one is looked for only now: a check per row would cost every read.
+        problems = {i: p for i, blob in zip(item_ids, blobs) if (p := _row_problem(blob, space)) is not None}
+        if not problems:
+            raise
+    external = dict(Item.objects.filter(pk__in=list(problems)).values_list("id", "external_id"))
+    with transaction.atomic():
+        ItemFeatures.objects.filter(space=space, item_id__in=list(problems)).delete()
+        FeatureSkip.objects.bulk_create(
+            [FeatureSkip(space=space, item_id=i, reason=f"item {external.get(i)!r}: its cached feature row is "
+                                                        f"corrupt ({problem}); delete this skip to featurise it again")
+             for i, problem in problems.items()],
+            ignore_conflicts=True,
+        )
+    logger.warning("space %s: %d corrupt cached rows replaced by skips (e.g. item id %s)",
+                   space.pk, len(problems), next(iter(problems), None))
+    kept = [(i, blob) for i, blob in zip(item_ids, blobs) if i not in problems]
+    kept_ids = [i for i, _ in kept]
+    return kept_ids, rows_decode([blob for _, blob in kept], dim=space.dim, is_sparse=space.is_sparse), list(problems)
 
 
 def features_load(space: FeatureSpace, item_ids: list[int]):
-    """Feature rows of `item_ids`, in that order; FeaturisingFailed names any item without one."""
+    """Feature rows of `item_ids`, in that order; FeaturisingFailed names any item without one (and why)."""
     by_id: dict[int, bytes] = {}
     for start in range(0, len(item_ids), READ_CHUNK):
         chunk = item_ids[start:start + READ_CHUNK]
         by_id.update(ItemFeatures.objects.filter(space=space, item_id__in=chunk).values_list("item_id", "vector"))
     missing = [i for i in item_ids if i not in by_id]
-    if missing:
-        raise FeaturisingFailed(f"{len(missing)} items have no {space.featuriser} features yet (e.g. id {missing[0]})")
-    return rows_decode([by_id[i] for i in item_ids], dim=space.dim, is_sparse=space.is_sparse)
+    if not missing:
+        _, X, missing = _rows_decode_or_skip(space, item_ids, [by_id[i] for i in item_ids])
+        if not missing:
+            return X
+    reason = FeatureSkip.objects.filter(space=space, item_id__in=missing[:1_000]).values_list(
+        "reason", flat=True).first()
+    raise FeaturisingFailed(
+        f"{len(missing)} items have no {space.featuriser} features (e.g. id {missing[0]})"
+        + (f"; skipped as unreadable: {reason}. Fix or delete such items" if reason else "; featurise them first")
+    )
 
 
 def features_iter_open(space: FeatureSpace, chunk: int = READ_CHUNK) -> Iterator[tuple[np.ndarray, object]]:
@@ -152,9 +227,10 @@ def features_iter_open(space: FeatureSpace, chunk: int = READ_CHUNK) -> Iterator
         rows = _fetch_all(sql, [space.pk, last_id, False, chunk])
         if not rows:
             return
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        last_id = int(ids[-1])
-        yield ids, rows_decode([r[1] for r in rows], dim=space.dim, is_sparse=space.is_sparse)
+        last_id = int(rows[-1][0])
+        kept, X, _ = _rows_decode_or_skip(space, [r[0] for r in rows], [r[1] for r in rows])
+        if kept:
+            yield np.fromiter(kept, dtype=np.int64, count=len(kept)), X
 
 
 def _fetch_all(sql: str, params: list) -> list[tuple]:
