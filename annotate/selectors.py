@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from decimal import Decimal
 
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from annotate.metrics.budget import cost_left, labels_left
 from annotate.models import Annotation, Assignment, AssignmentStatus, Budget, Item, Membership, Project
 
 
@@ -13,19 +15,34 @@ def projects_for_user(user):
     return Project.objects.filter(memberships__user=user).order_by("name")
 
 
-def budget_left(project: Project) -> dict:
+def budget_limits(project: Project) -> dict:
+    """The project's limits (max_labels, cost_per_label, max_cost); a project without a Budget row has none."""
     try:
         budget = project.budget
     except Budget.DoesNotExist:
-        return {"max_labels": None, "labels_left": None, "max_cost": None, "cost_left": None,
-                "cost_spent": str(project.cost_spent)}
-    labels_left = None if budget.max_labels is None else max(0, budget.max_labels - project.label_count)
-    cost_left = None if budget.max_cost is None else str(max(budget.max_cost - project.cost_spent, 0))
+        return {"max_labels": None, "cost_per_label": Decimal("0"), "max_cost": None}
+    return {"max_labels": budget.max_labels, "cost_per_label": budget.cost_per_label, "max_cost": budget.max_cost}
+
+
+def project_labels_left(project: Project) -> int | None:
+    """Labels the project's budget still allows (None: no limit): the one rule every reader and the queue use.
+
+    The smaller of what the label limit and the cost left at the current price
+    allow (`annotate.metrics.budget.labels_left`); leases in progress are not
+    subtracted here (the queue subtracts them as it serves).
+    """
+    return labels_left(label_count=project.label_count, cost_spent=project.cost_spent, **budget_limits(project))
+
+
+def budget_left(project: Project) -> dict:
+    """The budget as the annotate page, the REST API and `workbench.queue_status` show it (JSON-able)."""
+    limits = budget_limits(project)
+    left = cost_left(max_cost=limits["max_cost"], cost_spent=project.cost_spent)
     return {
-        "max_labels": budget.max_labels, "labels_left": labels_left,
-        "max_cost": None if budget.max_cost is None else str(budget.max_cost),
-        "cost_left": cost_left, "cost_spent": str(project.cost_spent),
-        "cost_per_label": str(budget.cost_per_label),
+        "max_labels": limits["max_labels"], "labels_left": project_labels_left(project),
+        "max_cost": None if limits["max_cost"] is None else str(limits["max_cost"]),
+        "cost_left": None if left is None else str(left), "cost_spent": str(project.cost_spent),
+        "cost_per_label": str(limits["cost_per_label"]),
     }
 
 

@@ -44,9 +44,16 @@ class FederationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Start a 10-round run of the selected federations")
     def start_run(self, request, queryset):
+        from annotate.access import can_manage
         from learners.services.federated import FederationInvalid, federated_run_create, federated_run_enqueue
 
         for federation in queryset:
+            refused = [site.slug for site in federation.sites.select_related("project")
+                       if site.project is not None and not can_manage(request.user, site.project)]
+            if refused:  # the same rule as every other interface (annotate.access): managers start training
+                self.message_user(request, f"{federation}: you may not manage the projects of sites {refused}",
+                                  level="error")
+                continue
             try:
                 run = federated_run_create(federation_id=federation.pk, rounds=10)
             except FederationInvalid as exc:

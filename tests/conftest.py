@@ -20,6 +20,7 @@ from django.conf import settings
 # Browser fixtures (`browser`, `new_page`) for every test module.
 pytest_plugins = ["tests.browser"]
 
+from tests.factories import add_annotator, add_items, make_project, make_user
 from workbench.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,49 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# --- personas: who asks (tests/test_access.py holds the full table of what each may do) ------------
+
+@pytest.fixture
+def owner():
+    return make_user("owner")
+
+
+@pytest.fixture
+def project(owner):
+    """A text project of `owner` with two labels and four items, best first."""
+    project = make_project(owner, labels=("cat", "dog"), retrain_every=1000)
+    add_items(project, ["purr", "bark", "meow", "woof"], priorities=[0.9, 0.8, 0.7, 0.1])
+    return project
+
+
+@pytest.fixture
+def teammate(project):
+    """An annotator (not an owner) of `project`."""
+    return add_annotator(project, make_user("teammate"))
+
+
+@pytest.fixture
+def outsider():
+    """Signed in, member of nothing: must learn nothing, not even that a project exists."""
+    return make_user("outsider")
+
+
+@pytest.fixture
+def staff():
+    """Staff (not a superuser, member of nothing): views and manages every project, annotates none."""
+    user = make_user("staff")
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    return user
+
+
+@pytest.fixture
+def anonymous():
+    from django.contrib.auth.models import AnonymousUser
+
+    return AnonymousUser()
 
 
 def redis_client() -> redis.Redis:

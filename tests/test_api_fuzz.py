@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from annotate.models import Item
+from annotate.models import ImportJob, Item
 from annotate.services.annotations import annotation_create
 from annotate.services.queue import queue_next_item
 from learners.models import ModelVersion
@@ -64,6 +64,9 @@ def seeded(live_server):
                                 query_strategy="margin", featuriser="text_tfidf", trained_on=1, label_count=1,
                                 metrics={"accuracy": 0.5})
     elsewhere = make_project(make_user("fuzz-stranger"))
+    task_id = "5f0c7c8e-3f4e-4c1a-9d55-0c2b8e0e9b1f"  # an import of the project, so its task is the owner's to read
+    ImportJob.objects.create(project=project, source_name="a.csv", file_format="csv", task_id=task_id,
+                             status="succeeded")
     # Existing ids three times out of four: a 404 is cheap to reach, the code behind a 200 is what needs fuzzing.
     known = {
         "id": [project.pk, project.pk, project.pk, elsewhere.pk],
@@ -71,6 +74,7 @@ def seeded(live_server):
         "item_id": [*Item.objects.filter(project=project).values_list("pk", flat=True)[:4], MISSING],
         "user_id": [owner.pk, teammate.pk, MISSING],
         "number": [1, 2],
+        "task_id": [task_id, task_id, "00000000-0000-4000-8000-000000000000"],
     }
     return {"token": Token.objects.create(user=owner).key, "known": known}
 

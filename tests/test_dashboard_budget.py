@@ -85,15 +85,15 @@ def test_staff_who_is_not_a_member_sees_it(client, project):
     assert client.get(reverse("dashboard-budget-csv", args=[project.pk, "annotators"])).status_code == 200
 
 
-def test_annotator_and_outsider_get_404_and_change_nothing(client, project, annotator):
-    for user in (annotator, make_user("outsider")):
+def test_annotator_gets_403_outsider_404_and_neither_changes_anything(client, project, annotator):
+    for user, refused in ((annotator, 403), (make_user("outsider"), 404)):
         client.force_login(user)
-        assert client.get(url(project)).status_code == 404
-        assert client.get(reverse("dashboard-budget-csv", args=[project.pk, "burn-down"])).status_code == 404
+        assert client.get(url(project)).status_code == refused
+        assert client.get(reverse("dashboard-budget-csv", args=[project.pk, "burn-down"])).status_code == refused
         response = client.post(url(project), {"form": "budget", "max_labels": "1", "cost_per_label": "0"})
-        assert response.status_code == 404
+        assert response.status_code == refused
         response = client.post(url(project), {"form": "quota", "user": annotator.pk, "quota": "99"})
-        assert response.status_code == 404
+        assert response.status_code == refused
     assert Budget.objects.get(project=project).max_labels == 100
     assert Membership.objects.get(project=project, user=annotator).quota == 10
 

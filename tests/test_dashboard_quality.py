@@ -156,7 +156,7 @@ def _csv(client, project, table) -> list[dict]:
 
 
 @pytest.mark.django_db
-def test_owner_and_staff_see_the_dashboard_annotators_and_outsiders_get_404(client):
+def test_owner_and_staff_see_the_dashboard_annotators_get_403_and_outsiders_404(client):
     owner = make_user("owner")
     project, users = seed_quality_project(owner)
     staff = make_user("staff")
@@ -166,7 +166,7 @@ def test_owner_and_staff_see_the_dashboard_annotators_and_outsiders_get_404(clie
             reverse("dashboard-quality-csv", args=[project.pk, "throughput"])]
     for url in urls:
         assert client.get(url).status_code == 302  # anonymous: to the login page
-    for user, status in ((owner, 200), (staff, 200), (users["ann"], 404), (make_user("outsider"), 404)):
+    for user, status in ((owner, 200), (staff, 200), (users["ann"], 403), (make_user("outsider"), 404)):
         client.force_login(user)
         for url in urls:
             assert client.get(url).status_code == status, (user.username, url)

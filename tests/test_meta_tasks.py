@@ -15,6 +15,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from annotate.access import OPERATOR
 from annotate.models import Item
 from annotate.services.importing import import_items
 from learners.meta import MetaMLP, ProtoNet, ResidualMLP, meta_learner_from_bytes, meta_learner_to_bytes
@@ -101,14 +102,14 @@ def test_create_refuses_bad_requests_and_writes_nothing():
         ({"hyper_parameters": {"n_way": 3, "k_shot": 8}}, r"3-way episodes need 3 classes with at least 13 labelled items"),
     ]
     for change, message in cases:
-        request = {"name": "digits", "source_project_ids": [a.pk, b.pk], "algorithm": "protonet",
+        request = {"user": OPERATOR, "name": "digits", "source_project_ids": [a.pk, b.pk], "algorithm": "protonet",
                    "hyper_parameters": {"n_way": 3}}
         request.update(change)
         with pytest.raises(MetaModelInvalid, match=message):
             meta_model_create(**request)
     assert not MetaModel.objects.exists()
 
-    made = meta_model_create(name="digits", source_project_ids=[b.pk, a.pk, a.pk], algorithm="maml",
+    made = meta_model_create(user=OPERATOR, name="digits", source_project_ids=[b.pk, a.pk, a.pk], algorithm="maml",
                              hyper_parameters={"n_way": 3, "steps": 10})
     assert made.status == MetaModelStatus.QUEUED and (made.modality, made.featuriser) == ("image", "image_pixels")
     assert sorted(made.source_projects.values_list("pk", flat=True)) == sorted([a.pk, b.pk])
@@ -125,7 +126,7 @@ def test_warm_start_must_match_and_adapt_needs_k_examples_of_every_label():
 
     with pytest.raises(MetaModelInvalid, match="trained on image items with 'text_minilm' features"):
         warm_start_set(target, other_space)
-    queued = meta_model_create(name="q", source_project_ids=[a.pk, b.pk], algorithm="protonet",
+    queued = meta_model_create(user=OPERATOR, name="q", source_project_ids=[a.pk, b.pk], algorithm="protonet",
                                hyper_parameters={"n_way": 3})
     with pytest.raises(MetaModelInvalid, match="is queued, not succeeded"):
         warm_start_set(target, queued)
@@ -142,7 +143,7 @@ def test_warm_start_must_match_and_adapt_needs_k_examples_of_every_label():
 @pytest.mark.django_db(transaction=True)
 def test_meta_train_and_adapt_sent_by_name_run_on_a_real_worker(celery_worker):
     a, b = sources()
-    meta_model = meta_model_create(name="digits 0-5", source_project_ids=[a.pk, b.pk], algorithm="protonet",
+    meta_model = meta_model_create(user=OPERATOR, name="digits 0-5", source_project_ids=[a.pk, b.pk], algorithm="protonet",
                                    hyper_parameters={"n_way": 3, "k_shot": 1, "q_query": 5, "steps": 30,
                                                      "hidden": 32})
     task_id = meta_model_enqueue(meta_model)
@@ -182,7 +183,7 @@ def test_meta_train_and_adapt_sent_by_name_run_on_a_real_worker(celery_worker):
 @pytest.mark.django_db(transaction=True)
 def test_meta_training_reports_progress_and_stops_when_cancelled(celery_worker):
     a, b = sources()
-    meta_model = meta_model_create(name="long", source_project_ids=[a.pk, b.pk], algorithm="fomaml",
+    meta_model = meta_model_create(user=OPERATOR, name="long", source_project_ids=[a.pk, b.pk], algorithm="fomaml",
                                    hyper_parameters={"n_way": 3, "steps": 50_000, "hidden": 32})
     task_id = meta_model_enqueue(meta_model)
 

@@ -21,7 +21,7 @@ from annotate.services.exporting import annotations_export
 from annotate.services.queue import queue_next_item
 from learners.models import ModelVersion
 from tests.conftest import wait_for
-from tests.factories import add_annotator, add_items, make_project, make_user
+from tests.factories import add_items, make_project, make_user
 
 API = "/api/v1"
 
@@ -45,28 +45,6 @@ def label_next(project: Project, user, label: str) -> Annotation:
     """Serve `user` their next item and label it, through the services."""
     item = queue_next_item(project=project, annotator=user).item
     return annotation_create(project=project, annotator=user, item_id=item.pk, label=label)
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-@pytest.fixture
-def project(owner):
-    project = make_project(owner, labels=("cat", "dog"), retrain_every=1000)
-    add_items(project, ["purr", "bark", "meow", "woof"], priorities=[0.9, 0.8, 0.7, 0.1])
-    return project
-
-
-@pytest.fixture
-def teammate(project):
-    return add_annotator(project, make_user("teammate"))
-
-
-@pytest.fixture
-def outsider():
-    return make_user("outsider")
 
 
 def project_urls(project: Project) -> list[str]:
@@ -449,7 +427,7 @@ def test_file_upload_is_imported_by_a_worker_and_followed_by_its_task(celery_wor
     job = ImportJob.objects.get(task_id=task["task_id"])
     assert job.options["skip_existing"] is True
     assert job.source_name == f"{task['task_id']}-items.csv", "stored under a name the server chose"
-    assert (settings.UPLOAD_DIR / job.source_name).is_file()
+    assert not (settings.UPLOAD_DIR / job.source_name).exists(), "an imported upload is deleted"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -622,10 +600,10 @@ def test_task_ids_are_checked(owner, task_id):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("task_id", ["00000000-0000-4000-8000-000000000000", "0123456789abcdef0123456789abcdef"])
-def test_unknown_task_is_pending(owner, task_id):
-    """Both forms of a Celery id: the API's (36 characters) and the upload page's (32 hex digits)."""
-    body = api(owner).get(f"{API}/tasks/{task_id}/").json()
-    assert body == {"task_id": task_id, "state": "PENDING"}
+def test_unknown_task_is_not_found(owner, task_id):
+    """Both forms of a Celery id (the API's 36 characters, the upload page's 32 hex digits): no project, no task."""
+    response = api(owner).get(f"{API}/tasks/{task_id}/")
+    assert response.status_code == 404 and response.json() == {"detail": "No such task."}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,12 +9,7 @@ from tests.factories import add_annotator, add_items, make_project, make_user
 
 
 @pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-@pytest.fixture
-def project(owner):
+def project(owner):  # owner: tests/conftest.py's persona
     project = make_project(owner, labels=("cat", "dog"), retrain_every=1000)
     add_items(project, ["first <script>alert(1)</script>", "second"], priorities=[0.9, 0.1])
     return project
@@ -40,11 +35,12 @@ def test_outsider_gets_404_everywhere(client, project):
 @pytest.mark.django_db
 def test_annotator_cannot_import_or_change_settings(client, project):
     client.force_login(add_annotator(project))
-    assert client.get(reverse("import-upload", args=[project.pk])).status_code == 404
+    # A member knows the project exists: 403, not the outsider's 404.
+    assert client.get(reverse("import-upload", args=[project.pk])).status_code == 403
     response = client.post(reverse("project-settings", args=[project.pk]), {
         "query_strategy": "random", "estimator": "logistic_regression", "featuriser": "text_tfidf",
         "retrain_every": 5})
-    assert response.status_code == 404
+    assert response.status_code == 403
     project.refresh_from_db()
     assert project.query_strategy == "margin"
 

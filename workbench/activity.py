@@ -2,9 +2,13 @@
 
 `workbench.celery.enqueue` records every task sent with a `project_id`
 argument in a short per-project list in Redis (the same Redis as the result
-backend, kept as long as task results: CELERY_RESULT_EXPIRES). Task state and progress
-stay where Celery keeps them; `project_tasks` reads both in one round trip
-and shapes them for the project page's progress panel (polled as JSON).
+backend, kept as long as task results: CELERY_RESULT_EXPIRES), and which project
+each task id belongs to (`task_project`), so a task's progress is shown only to
+those who may view its project. Task state and progress stay where Celery
+keeps them; `project_tasks` reads both in one round trip and shapes them for
+the project page's progress panel (polled as JSON). Error texts of failed
+tasks can quote the project's rows (an import's bad lines), so they are
+included only when the caller says the reader may manage the project.
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ def _key(project_id: int) -> str:
     return f"workbench:project:{int(project_id)}:tasks"
 
 
+def _owner_key(task_id: str) -> str:
+    return f"workbench:task:{task_id}:project"
+
+
 def _client():
     from workbench.celery import app
 
@@ -43,17 +51,35 @@ def _client():
 
 def task_recorded(*, project_id: int, name: str, task_id: str) -> None:
     """Remember that `task_id` (task `name`) works on the project; never fails the caller."""
-    if name in NOT_SHOWN:
-        return
     entry = json.dumps({"id": task_id, "name": name, "sent": time.time()})
     try:
         pipe = _client().pipeline()
-        pipe.lpush(_key(project_id), entry)
-        pipe.ltrim(_key(project_id), 0, KEEP - 1)
-        pipe.expire(_key(project_id), settings.CELERY_RESULT_EXPIRES)
+        pipe.set(_owner_key(task_id), json.dumps({"project_id": int(project_id), "name": name}),
+                 ex=settings.CELERY_RESULT_EXPIRES)
+        if name not in NOT_SHOWN:
+            pipe.lpush(_key(project_id), entry)
+            pipe.ltrim(_key(project_id), 0, KEEP - 1)
+            pipe.expire(_key(project_id), settings.CELERY_RESULT_EXPIRES)
         pipe.execute()
     except Exception as exc:  # progress display is a nicety; the task itself was sent
         logger.warning("could not record task %s of project %s: %s", task_id, project_id, exc)
+
+
+def task_owner(task_id: str) -> dict | None:
+    """{"project_id", "name"} of a task sent for a project, from the database's import jobs or Redis; else None."""
+    from annotate.models import ImportJob
+
+    job = ImportJob.objects.filter(task_id=task_id).values_list("project_id", flat=True).first()
+    if job is not None:
+        return {"project_id": job, "name": "workbench.import_items"}
+    raw = _client().get(_owner_key(task_id))
+    return json.loads(raw) if raw else None
+
+
+def task_project(task_id: str) -> int | None:
+    """The id of the project task `task_id` works on, or None when it was sent for none (or is unknown)."""
+    owner = task_owner(task_id)
+    return None if owner is None else owner["project_id"]
 
 
 def progress_of(state: str, info) -> dict:
@@ -69,8 +95,11 @@ def progress_of(state: str, info) -> dict:
     return {"stage": info.get("stage"), "done": done, "total": total, "percent": percent}
 
 
-def project_tasks(project_id: int, limit: int = 8) -> list[dict]:
-    """The project's latest tasks, newest first, each with its state and progress (JSON-able)."""
+def project_tasks(project_id: int, limit: int = 8, *, errors: bool = False) -> list[dict]:
+    """The project's latest tasks, newest first, each with its state and progress (JSON-able).
+
+    `errors`: include a failed task's error text (for readers who may manage the project).
+    """
     from workbench.celery import app
 
     try:
@@ -99,7 +128,7 @@ def project_tasks(project_id: int, limit: int = 8) -> list[dict]:
         }
         if state == "SUCCESS":
             row["summary"] = _summary(result)
-        elif state == "FAILURE":
+        elif state == "FAILURE" and errors:
             row["error"] = str(result.get("exc_message", result) if isinstance(result, dict) else result)
         out.append(row)
     return out

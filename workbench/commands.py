@@ -9,14 +9,45 @@ from django.core.management.base import BaseCommand, CommandError
 from workbench.progress import ProgressBars, task_follow
 
 
+def add_user_argument(parser) -> None:
+    parser.add_argument("--user", metavar="USERNAME", default=None,
+                        help="act for this user, with their permissions (default: as the operator, who may do "
+                             "everything)")
+
+
+def command_user(options):
+    """The user a command acts for: `--user`, or annotate.access.OPERATOR."""
+    from annotate.access import user_for_command
+
+    try:
+        return user_for_command(options.get("user"))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def command_project(options, action: str = "manage", key: str = "project_id"):
+    """The project `options[key]` if the command's user may do `action` on it (annotate.access); else CommandError."""
+    from annotate.access import project_for
+    from annotate.errors import NotAllowed, ProjectNotFound
+
+    try:
+        return project_for(command_user(options), options[key], action)
+    except ProjectNotFound:
+        raise CommandError(f"project {options[key]} does not exist (or --user may not see it)") from None
+    except NotAllowed as exc:
+        raise CommandError(f"project {options[key]}: {exc}") from None
+
+
 class LongWorkCommand(BaseCommand):
     """Subclasses set `task_name` and implement `run_here(options, progress)` and `task_kwargs(options)`."""
 
     task_name = ""
+    action = "manage"  # what --user must be allowed on the project (annotate.access)
     errors: tuple[type[Exception], ...] = ()
 
     def add_arguments(self, parser):
         parser.add_argument("project_id", type=int)
+        add_user_argument(parser)
         parser.add_argument("--background", action="store_true",
                             help=f"send {self.task_name} to a worker by name and follow its progress")
         parser.add_argument("--timeout", type=float, default=3600.0,
@@ -29,10 +60,7 @@ class LongWorkCommand(BaseCommand):
         raise NotImplementedError
 
     def handle(self, *args, **options):
-        from annotate.models import Project
-
-        if not Project.objects.filter(pk=options["project_id"]).exists():
-            raise CommandError(f"project {options['project_id']} does not exist")
+        command_project(options, self.action)
         bars = ProgressBars(self.stderr)
         if options["background"]:
             from workbench.celery import enqueue

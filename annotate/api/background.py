@@ -2,8 +2,10 @@
 
 Web processes only send tasks (`workbench.celery.enqueue`) and read their
 state once from the result backend (`task_state`); they never hold an
-AsyncResult. A task id is a capability: it is a random UUID handed only to
-whoever queued the task.
+AsyncResult. A task is shown only to users who may view the project it
+works on (`workbench.activity.task_project`); any other id, unknown or not,
+answers the same 404. A failed task's error text (an import's quotes the
+bad rows) is shown only to those who may manage the project.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from kombu.exceptions import OperationalError
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotate.api.access import project_get
+from annotate.access import Action, can_manage, project_for
 from annotate.api.errors import error_responses
+from annotate.errors import ProjectNotFound
+from workbench.activity import task_project
 from workbench.celery import enqueue, task_state
 
 # Celery ids are UUIDs: 36 characters, or 32 hex digits (upload-page imports queued before uploads.py).
@@ -58,7 +63,7 @@ class Retrain(APIView):
     @extend_schema(summary="Queue a retrain of the project's model (owner or staff)", request=None,
                    responses={202: TaskQueuedOut, **error_responses(403, 404, 503)})
     def post(self, request, pk: int):
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         task_id = str(uuid.uuid4())
         try:
             enqueue("workbench.retrain", task_id=task_id, project_id=project.pk)
@@ -67,13 +72,16 @@ class Retrain(APIView):
         return task_queued(request, task_id)
 
 
-def task_json(task_id: str) -> dict:
+def task_json(task_id: str, *, errors: bool = True) -> dict:
+    """A task's state as the API shows it; `errors`: include a failure's text (else only that it failed)."""
     state, result = task_state(task_id)
     body: dict = {"task_id": task_id, "state": state}
     if state == "PROGRESS" and isinstance(result, dict):
         body["progress"] = result
     elif state == "SUCCESS":
         body["result"] = result
+    elif state in FAILED_STATES and result is not None and not errors:
+        body["error"] = "The task failed; the project's owners can see why."
     elif state in FAILED_STATES and result is not None:
         body["error"] = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else str(result)
     return body
@@ -84,13 +92,18 @@ class TaskDetail(APIView):
     @extend_schema(summary="A queued task's state, progress, result or error",
                    parameters=[OpenApiParameter("task_id", str, OpenApiParameter.PATH, pattern=f"^{TASK_ID.pattern}$",
                                                 description="The id a 202 answer gave.")],
-                   responses={200: TaskStateOut, **error_responses(400, 503)})
+                   responses={200: TaskStateOut, **error_responses(400, 404, 503)})
     def get(self, request, task_id: str):
         if not TASK_ID.fullmatch(task_id):
             return Response({"task_id": [f"expected a task id such as {uuid.UUID(int=0)}, got {task_id[:60]!r}"]},
                             status=status.HTTP_400_BAD_REQUEST)
         try:
-            return Response(task_json(task_id))
+            project_id = task_project(task_id)
+            try:
+                project = project_for(request.user, project_id, Action.VIEW)
+            except ProjectNotFound:
+                raise NotFound("No such task.") from None
+            return Response(task_json(task_id, errors=can_manage(request.user, project)))
         except redis.exceptions.ConnectionError as exc:
             return Response({"detail": f"The result store cannot be reached: {exc}"},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)

@@ -12,7 +12,8 @@ from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from annotate.api.access import project_get
+from annotate.access import Action, project_for
+from annotate.api.bodies import StrictBody
 from annotate.api.errors import error_response, error_responses
 from annotate.models import Membership, Project
 from annotate.selectors import budget_left
@@ -45,7 +46,7 @@ class AmountField(_ServiceValidated):
     pass
 
 
-class BudgetIn(serializers.Serializer):
+class BudgetIn(StrictBody):
     max_labels = LabelCountField()
     cost_per_label = AmountField(help_text="Price of one label; 0 for unpaid labels (null is refused).")
     max_cost = AmountField()
@@ -77,7 +78,7 @@ class BudgetDetail(GenericAPIView):
     @extend_schema(summary="The budget: limits, spent and left (owner or staff)",
                    responses={200: BudgetOut, **error_responses(403, 404)})
     def get(self, request, pk: int):
-        return Response(budget_json(project_get(request, pk, manage=True)))
+        return Response(budget_json(project_for(request.user, pk, Action.MANAGE)))
 
     @extend_schema(summary="Replace the budget (owner or staff): every field, null for no limit", request=BudgetIn,
                    responses={200: BudgetOut, **error_responses(400, 403, 404)})
@@ -90,7 +91,7 @@ class BudgetDetail(GenericAPIView):
         return self._update(request, pk, partial=True)
 
     def _update(self, request, pk: int, *, partial: bool) -> Response:
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         data = BudgetIn(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
         try:
@@ -110,7 +111,7 @@ class MemberOut(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class QuotaIn(serializers.Serializer):
+class QuotaIn(StrictBody):
     quota = LabelCountField(help_text="Most labels this member may give; null means no quota.")
 
 
@@ -123,9 +124,9 @@ class MemberList(GenericAPIView):
     serializer_class = MemberOut
 
     @extend_schema(summary="Members with their role, quota and labels given (owner or staff)",
-                   responses={200: MemberOut(many=True), **error_responses(403, 404)})
+                   responses={200: MemberOut(many=True), **error_responses(400, 403, 404)})
     def get(self, request, pk: int):
-        page = self.paginate_queryset(_members(project_get(request, pk, manage=True)))
+        page = self.paginate_queryset(_members(project_for(request.user, pk, Action.MANAGE)))
         return self.get_paginated_response(MemberOut(page, many=True).data)
 
 
@@ -136,7 +137,7 @@ class MemberDetail(GenericAPIView):
     @extend_schema(summary="Set a member's label quota (owner or staff)", request=QuotaIn,
                    responses={200: MemberOut, **error_responses(400, 403, 404)})
     def patch(self, request, pk: int, user_id: int):
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         if not Membership.objects.filter(project=project, user_id=user_id).exists():
             raise NotFound(f"User {user_id} is not a member of project {project.pk}.")
         data = QuotaIn(data=request.data)

@@ -11,13 +11,14 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from annotate.errors import LeaseError, NotAMember, QueueClosed, UnknownLabel, WorkbenchError
+from annotate.errors import LeaseError, NotAllowed, ProjectNotFound, QueueClosed, UnknownLabel, WorkbenchError
 from annotate.services.importing import ImportFailed
 from annotate.services.labels import LabelInUse, LabelSetTooSmall
 
 # First match wins; anything else a service raises is the caller's mistake (400).
 _STATUS: list[tuple[type[WorkbenchError], int]] = [
-    (NotAMember, status.HTTP_404_NOT_FOUND),
+    (ProjectNotFound, status.HTTP_404_NOT_FOUND),
+    (NotAllowed, status.HTTP_403_FORBIDDEN),
     (UnknownLabel, status.HTTP_400_BAD_REQUEST),
     (LeaseError, status.HTTP_409_CONFLICT),
     (QueueClosed, status.HTTP_409_CONFLICT),
@@ -52,7 +53,8 @@ class ImportErrorOut(serializers.Serializer):
 
 _DESCRIPTIONS = {
     400: "Invalid input: {'detail': ...} from a service, or {field: [messages]} naming each bad field or parameter.",
-    403: "A member who is not the project's owner asked for an owner-only operation.",
+    403: "A member asked for what their role does not allow (an annotator for an owner-only operation, or staff "
+         "who are not members for the queue).",
     404: "No such project (or you are not a member of it), no such object in it, or no such page.",
     409: "The request conflicts with the current state (see detail).",
     413: "Too many rows for one request: upload a file instead.",

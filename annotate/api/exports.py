@@ -9,7 +9,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
-from annotate.api.access import project_get
+from annotate.access import Action, project_for
 from annotate.api.errors import error_responses
 from annotate.services.exporting import FORMATS, export_chunks
 
@@ -44,7 +44,7 @@ class AnnotationsExport(APIView):
                    **{(code, "application/json"): response for code, response in error_responses(400, 404).items()}},
     )
     def get(self, request, pk: int):
-        project = project_get(request, pk)
+        project = project_for(request.user, pk, Action.VIEW)
         params = ExportParams(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
         file_format = params.validated_data["format"]

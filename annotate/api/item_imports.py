@@ -17,6 +17,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from annotate.api.background import queue_unreachable, task_queued
+from annotate.api.bodies import StrictBody
 from annotate.api.errors import error_response
 from annotate.errors import WorkbenchError
 from annotate.models import Project
@@ -48,13 +49,13 @@ class RowField(serializers.DictField):
     pass
 
 
-class RowsIn(serializers.Serializer):
+class RowsIn(StrictBody):
     items = serializers.ListField(child=RowField(), min_length=1, max_length=MAX_JSON_ROWS)
     skip_existing = serializers.BooleanField(default=False, help_text="Skip ids already in the project.")
     skip_bad_rows = serializers.BooleanField(default=False, help_text="Import the good rows, report the bad ones.")
 
 
-class UploadIn(serializers.Serializer):
+class UploadIn(StrictBody):
     file = serializers.FileField(help_text="UTF-8 CSV with a header row, or JSONL; named .csv, .jsonl or .ndjson.")
     skip_existing = serializers.BooleanField(default=False)
     skip_bad_rows = serializers.BooleanField(default=False)

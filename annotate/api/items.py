@@ -8,14 +8,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from annotate.access import Action, project_for
 from annotate.api import item_imports
-from annotate.api.access import project_get
 from annotate.api.background import TaskQueuedOut
 from annotate.api.errors import ImportErrorOut, error_responses
-from annotate.api.parsers import JSONParser
+from annotate.api.parsers import JSONParser, MultiPartParser
 from annotate.models import Annotation, Item, Label, Project
 
 # `ordering` values; the default is the queue's own order (best first, then oldest).
@@ -135,7 +134,7 @@ class ItemList(GenericAPIView):
     @extend_schema(summary="The project's items, filtered and paginated", parameters=[ItemFilters],
                    responses={200: ItemOut(many=True), **error_responses(400, 404)})
     def get(self, request, pk: int):
-        project = project_get(request, pk)
+        project = project_for(request.user, pk, Action.VIEW)
         filters = ItemFilters(data=request.query_params.dict(), context={"project": project})
         filters.is_valid(raise_exception=True)
         page = self.paginate_queryset(items_filtered(project, filters.validated_data))
@@ -153,7 +152,7 @@ class ItemList(GenericAPIView):
                    400: ImportErrorOut, **error_responses(403, 404, 413, 503)},
     )
     def post(self, request, pk: int):
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         if request.content_type.startswith("multipart/"):
             return item_imports.upload_import(request, project)
         return item_imports.rows_import(request, project)
@@ -165,7 +164,7 @@ class ItemDetail(GenericAPIView):
 
     @extend_schema(summary="One item with its annotations", responses={200: ItemDetailOut, **error_responses(404)})
     def get(self, request, pk: int, item_id: int):
-        project = project_get(request, pk)
+        project = project_for(request.user, pk, Action.VIEW)
         annotations = Annotation.objects.select_related("label", "annotator").order_by("id")
         item = (Item.objects.filter(project=project, pk=item_id).select_related("predicted_label")
                 .prefetch_related(Prefetch("annotations", queryset=annotations)).first())

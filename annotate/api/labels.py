@@ -8,7 +8,8 @@ from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from annotate.api.access import project_get
+from annotate.access import Action, project_for
+from annotate.api.bodies import StrictBody
 from annotate.api.errors import error_response, error_responses
 from annotate.errors import WorkbenchError
 from annotate.models import Label, Project
@@ -26,13 +27,13 @@ class LabelOut(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LabelIn(serializers.Serializer):
+class LabelIn(StrictBody):
     name = serializers.CharField(max_length=MAX_NAME_CHARS)
     position = serializers.IntegerField(min_value=0, max_value=MAX_POSITION, required=False,
                                         help_text="Place among the buttons; default: after the last label.")
 
 
-class LabelChange(serializers.Serializer):
+class LabelChange(StrictBody):
     name = serializers.CharField(max_length=MAX_NAME_CHARS, required=False)
     position = serializers.IntegerField(min_value=0, max_value=MAX_POSITION, required=False)
 
@@ -56,13 +57,13 @@ class LabelList(GenericAPIView):
     @extend_schema(summary="The label set, in button order", responses={200: LabelOut(many=True),
                                                                        **error_responses(404)})
     def get(self, request, pk: int):
-        project = project_get(request, pk)
+        project = project_for(request.user, pk, Action.VIEW)
         return Response(LabelOut(_labels(project), many=True).data)
 
     @extend_schema(summary="Add a label (owner)", request=LabelIn,
                    responses={201: LabelOut, **error_responses(400, 403, 404)})
     def post(self, request, pk: int):
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         data = LabelIn(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -78,12 +79,12 @@ class LabelDetail(GenericAPIView):
 
     @extend_schema(summary="A label", responses={200: LabelOut, **error_responses(404)})
     def get(self, request, pk: int, label_id: int):
-        return Response(LabelOut(_label(project_get(request, pk), label_id)).data)
+        return Response(LabelOut(_label(project_for(request.user, pk, Action.VIEW), label_id)).data)
 
     @extend_schema(summary="Rename or move a label (owner); its annotations follow it", request=LabelChange,
                    responses={200: LabelOut, **error_responses(400, 403, 404)})
     def patch(self, request, pk: int, label_id: int):
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         label = _label(project, label_id)
         data = LabelChange(data=request.data)
         data.is_valid(raise_exception=True)
@@ -96,7 +97,7 @@ class LabelDetail(GenericAPIView):
     @extend_schema(summary="Delete a label no annotation uses (owner)",
                    responses={204: None, **error_responses(403, 404, 409)})
     def delete(self, request, pk: int, label_id: int):
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         try:
             label_delete(label=_label(project, label_id))
         except WorkbenchError as exc:

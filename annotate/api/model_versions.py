@@ -7,7 +7,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from annotate.api.access import project_get
+from annotate.access import Action, project_for
 from annotate.api.errors import error_responses
 from annotate.models import Project
 from learners.models import ModelVersion
@@ -33,9 +33,9 @@ class ModelVersionList(GenericAPIView):
     serializer_class = ModelVersionOut
 
     @extend_schema(summary="Model versions, newest first", responses={200: ModelVersionOut(many=True),
-                                                                     **error_responses(404)})
+                                                                     **error_responses(400, 404)})
     def get(self, request, pk: int):
-        page = self.paginate_queryset(_versions(project_get(request, pk)))
+        page = self.paginate_queryset(_versions(project_for(request.user, pk, Action.VIEW)))
         return self.get_paginated_response(ModelVersionOut(page, many=True).data)
 
 
@@ -46,7 +46,7 @@ class ModelVersionDetail(GenericAPIView):
     @extend_schema(summary="One model version by its number", responses={200: ModelVersionOut,
                                                                         **error_responses(404)})
     def get(self, request, pk: int, number: int):
-        project = project_get(request, pk)
+        project = project_for(request.user, pk, Action.VIEW)
         version = _versions(project).filter(number=number).first()
         if version is None:
             raise NotFound(f"Project {project.pk} has no model version {number}.")

@@ -7,7 +7,8 @@ from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from annotate.api.access import project_get
+from annotate.access import Action, project_for
+from annotate.api.bodies import StrictBody
 from annotate.api.errors import error_response, error_responses
 from annotate.errors import WorkbenchError
 from annotate.models import Membership, Modality, Project
@@ -47,7 +48,7 @@ class ProjectUpdated(ProjectOut):
         read_only_fields = fields
 
 
-class ProjectIn(serializers.Serializer):
+class ProjectIn(StrictBody):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     modality = serializers.ChoiceField(choices=Modality.choices)
@@ -64,7 +65,7 @@ class ProjectIn(serializers.Serializer):
                                           default=None, help_text="Label budget; null means no limit.")
 
 
-class ProjectSettingsIn(serializers.Serializer):
+class ProjectSettingsIn(StrictBody):
     """How the project learns; any subset, the rest stays as it is."""
 
     featuriser = serializers.ChoiceField(choices=list(FEATURISERS), required=False)
@@ -87,7 +88,7 @@ class ProjectList(GenericAPIView):
     serializer_class = ProjectOut
 
     @extend_schema(summary="Projects you are a member of (staff: every project)",
-                   responses={200: ProjectOut(many=True), **error_responses(404)})
+                   responses={200: ProjectOut(many=True), **error_responses(400, 404)})
     def get(self, request):
         page = self.paginate_queryset(_projects_for(request.user))
         return self.get_paginated_response(ProjectOut(page, many=True, context={"request": request}).data)
@@ -110,13 +111,13 @@ class ProjectDetail(GenericAPIView):
 
     @extend_schema(summary="A project", responses={200: ProjectOut, **error_responses(404)})
     def get(self, request, pk: int):
-        project = project_get(request, pk)
+        project = project_for(request.user, pk, Action.VIEW)
         return Response(ProjectOut(project, context={"request": request}).data)
 
     @extend_schema(summary="Change how the project learns (owner)", request=ProjectSettingsIn,
                    responses={200: ProjectUpdated, **error_responses(400, 403, 404)})
     def patch(self, request, pk: int):
-        project = project_get(request, pk, manage=True)
+        project = project_for(request.user, pk, Action.MANAGE)
         data = ProjectSettingsIn(data=request.data)
         data.is_valid(raise_exception=True)
         wanted = {k: data.validated_data.get(k, getattr(project, k))

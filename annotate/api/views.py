@@ -1,13 +1,13 @@
 """The queue over JSON: lease the next item, label it, skip it, undo, read the queue's status.
 
 These serve scripts, load tests and other front ends through the same
-services as the UI. Membership is checked by the service each endpoint
-calls (NotAMember answers 404, so outsiders learn nothing), and by `skip`
-itself, whose service checks only the lease. The URL that labels
-(`annotations/`, POST) lists the project's annotations on GET.
+services as the UI. Every endpoint looks the project up first through
+`annotate.access.project_for` (annotate: members; view: members and staff),
+so an outsider gets the same 404 for an existing and a missing project
+before any body is read. The URL that labels (`annotations/`, POST) lists
+the project's annotations on GET.
 """
 from django.db.models import F
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -15,19 +15,14 @@ from rest_framework.decorators import api_view
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from annotate.api.access import project_get
+from annotate.access import ID_MAX, Action, project_for
+from annotate.api.bodies import StrictBody
 from annotate.api.errors import error_response, error_responses
-from annotate.errors import NotAMember, QueueClosed, WorkbenchError
-from annotate.models import Annotation, Membership, Project
+from annotate.errors import QueueClosed, WorkbenchError
+from annotate.models import Annotation
 from annotate.selectors import queue_status
 from annotate.services.annotations import annotation_create, annotation_undo_last, assignment_skip
 from annotate.services.queue import queue_next_item
-
-ID_MAX = 2**63 - 1  # BigAutoField
-
-
-def _project(request, pk: int) -> Project:
-    return get_object_or_404(Project, pk=pk)
 
 
 def assignment_json(assignment) -> dict:
@@ -65,7 +60,7 @@ class LeaseOut(serializers.Serializer):
     detail = serializers.CharField(required=False)
 
 
-class AnnotationIn(serializers.Serializer):
+class AnnotationIn(StrictBody):
     item = serializers.IntegerField(min_value=1, max_value=ID_MAX)
     label = serializers.CharField(max_length=100)
 
@@ -76,7 +71,7 @@ class AnnotationCreatedOut(serializers.Serializer):
     label = serializers.CharField()
 
 
-class ItemIn(serializers.Serializer):
+class ItemIn(StrictBody):
     item = serializers.IntegerField(min_value=1, max_value=ID_MAX)
 
 
@@ -93,15 +88,15 @@ class AnnotationOut(serializers.ModelSerializer):
 
 
 @extend_schema(tags=["queue"], summary="Lease the next item to label (a POST: it changes state)", request=None,
-               responses={200: LeaseOut, **error_responses(404)})
+               responses={200: LeaseOut, **error_responses(403, 404)})
 @api_view(["POST"])
 def next_item(request, pk: int):
-    project = _project(request, pk)
+    project = project_for(request.user, pk, Action.ANNOTATE)
     try:
         assignment = queue_next_item(project=project, annotator=request.user)
     except QueueClosed as exc:
         return Response({"item": None, "code": exc.code, "detail": str(exc)})
-    except NotAMember as exc:
+    except WorkbenchError as exc:
         return error_response(exc)
     return Response(assignment_json(assignment))
 
@@ -111,9 +106,9 @@ class ProjectAnnotations(GenericAPIView):
     serializer_class = AnnotationOut
 
     @extend_schema(summary="The project's annotations, oldest first",
-                   responses={200: AnnotationOut(many=True), **error_responses(404)})
+                   responses={200: AnnotationOut(many=True), **error_responses(400, 404)})
     def get(self, request, pk: int):
-        project = project_get(request, pk)
+        project = project_for(request.user, pk, Action.VIEW)
         annotations = (
             Annotation.objects.filter(project=project)
             .annotate(item_external_id=F("item__external_id"), label_name=F("label__name"),
@@ -124,9 +119,9 @@ class ProjectAnnotations(GenericAPIView):
         return self.get_paginated_response(AnnotationOut(page, many=True).data)
 
     @extend_schema(summary="Label an item you were served", request=AnnotationIn,
-                   responses={201: AnnotationCreatedOut, **error_responses(400, 404, 409)})
+                   responses={201: AnnotationCreatedOut, **error_responses(400, 403, 404, 409)})
     def post(self, request, pk: int):
-        project = _project(request, pk)
+        project = project_for(request.user, pk, Action.ANNOTATE)
         data = AnnotationIn(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -141,13 +136,10 @@ class ProjectAnnotations(GenericAPIView):
 
 
 @extend_schema(tags=["queue"], summary="Give back an item you were served; you will not be served it again", request=ItemIn,
-               responses={204: None, **error_responses(400, 404, 409)})
+               responses={204: None, **error_responses(400, 403, 404, 409)})
 @api_view(["POST"])
 def skip(request, pk: int):
-    project = _project(request, pk)
-    # The skip service checks the lease, not the membership: check it here so outsiders get 404 too.
-    if not Membership.objects.filter(project=project, user=request.user).exists():
-        return error_response(NotAMember(f"{request.user} is not a member of project '{project.name}'"))
+    project = project_for(request.user, pk, Action.ANNOTATE)
     data = ItemIn(data=request.data)
     data.is_valid(raise_exception=True)
     try:
@@ -158,10 +150,10 @@ def skip(request, pk: int):
 
 
 @extend_schema(tags=["queue"], summary="Take back your newest label and be served that item again", request=None,
-               responses={200: LeaseOut, **error_responses(400, 404)})
+               responses={200: LeaseOut, **error_responses(400, 403, 404)})
 @api_view(["POST"])
 def undo(request, pk: int):
-    project = _project(request, pk)
+    project = project_for(request.user, pk, Action.ANNOTATE)
     try:
         assignment = annotation_undo_last(project=project, annotator=request.user)
     except WorkbenchError as exc:
@@ -173,4 +165,4 @@ def undo(request, pk: int):
                responses={200: OpenApiTypes.OBJECT, **error_responses(404)})
 @api_view(["GET"])
 def status_view(request, pk: int):
-    return Response(queue_status(project_get(request, pk)))
+    return Response(queue_status(project_for(request.user, pk, Action.VIEW)))

@@ -29,7 +29,8 @@ from annotate.metrics.budget import (
     quota_left,
     share,
 )
-from annotate.models import Annotation, AnnotationSource, Budget, Item, Membership, Project
+from annotate.models import Annotation, AnnotationSource, Item, Membership, Project
+from annotate.selectors import budget_limits, project_labels_left
 from annotate.services.queue import active_lease_count
 
 FORECAST_WINDOW_DAYS = 7
@@ -41,15 +42,6 @@ _CENT = Decimal("0.01")
 def _money(value: Decimal | None) -> Decimal:
     """A summed amount to the cent: SQLite returns sums as floats, which Django does not quantize."""
     return (value or Decimal("0")).quantize(_CENT)
-
-
-def budget_values(project: Project) -> dict:
-    """The project's limits; a project without a Budget row has none."""
-    try:
-        budget = project.budget
-    except Budget.DoesNotExist:
-        return {"max_labels": None, "cost_per_label": Decimal("0"), "max_cost": None}
-    return {"max_labels": budget.max_labels, "cost_per_label": budget.cost_per_label, "max_cost": budget.max_cost}
 
 
 def _burn_down_points(project: Project):
@@ -123,7 +115,7 @@ def budget_dashboard(project: Project, *, now: datetime | None = None) -> dict:
     """Everything the budget dashboard and its CSV downloads show, as of `now` (UTC days)."""
     now = now or timezone.now()
     today = now.astimezone(dt_timezone.utc).date()
-    budget = budget_values(project)
+    budget = budget_limits(project)
     label_count, cost_spent = project.label_count, project.cost_spent
     points = _burn_down_points(project)
     money = {"max_cost": budget["max_cost"], "cost_per_label": budget["cost_per_label"]}
@@ -138,7 +130,7 @@ def budget_dashboard(project: Project, *, now: datetime | None = None) -> dict:
             "cost_fraction": share(cost_spent, budget["max_cost"]) if budget["max_cost"] else None,
         },
         "left": {
-            "labels": labels_left(label_count=label_count, cost_spent=cost_spent, **budget),
+            "labels": project_labels_left(project),
             "labels_by_count": None if budget["max_labels"] is None else max(0, budget["max_labels"] - label_count),
             "labels_by_cost": labels_affordable(cost_spent=cost_spent, **money),
             "cost": cost_left(max_cost=budget["max_cost"], cost_spent=cost_spent),

@@ -3,7 +3,7 @@
 Pure functions over plain values (no Django), so every number on the budget
 dashboard can be checked by hand. Days are UTC calendar days. "Labels" are
 labels given by annotators; imported seed labels cost nothing and are not
-counted. "Left" follows the queue's own rule (`annotate.services.queue.budget_check`):
+counted. "Left" follows the queue's own rule (`annotate.services.budgets.budget_check`):
 the queue closes when the label limit is reached, or when one more label at
 the current price would take the cost past its limit.
 """
@@ -122,7 +122,7 @@ def labels_left(
     """Labels the budget still allows: the smaller of what the label limit and the cost left allow.
 
     None means no limit. Leases in progress are not subtracted (the queue
-    reserves them as it serves; see `budget_check`).
+    reserves them as it serves; see `annotate.services.budgets.budget_check`).
     """
     limits = []
     if max_labels is not None:

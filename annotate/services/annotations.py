@@ -24,6 +24,7 @@ from annotate.models import (
     Membership,
     Project,
 )
+from annotate.services.budgets import budget_check
 from annotate.services.queue import item_assignments, item_counters_update, membership_get
 
 
@@ -46,21 +47,6 @@ def _label_get(project: Project, label: str | int) -> Label:
     if isinstance(label, str) and label in labels:
         return labels[label]
     raise UnknownLabel(f"label {label!r} is not in the label set {{{', '.join(labels)}}}")
-
-
-def _spend_check(project: Project, membership: Membership) -> None:
-    """The exact budget check, made with the project row locked."""
-    if membership.quota is not None and membership.label_count >= membership.quota:
-        raise QueueClosed(f"Your quota of {membership.quota} labels is used up.", code="quota_spent")
-    try:
-        budget = project.budget
-    except Budget.DoesNotExist:
-        return
-    if budget.max_labels is not None and project.label_count >= budget.max_labels:
-        raise QueueClosed(f"The project's budget of {budget.max_labels} labels is spent.", code="budget_spent")
-    # A free label spends nothing, so a cost limit cannot refuse it (as queue.budget_check, which serves it).
-    if budget.max_cost is not None and budget.cost_per_label > 0 and project.cost_spent + budget.cost_per_label > budget.max_cost:
-        raise QueueClosed(f"The project's budget of {budget.max_cost} is spent.", code="budget_spent")
 
 
 def _held_assignment(item: Item, rows: list[Assignment], annotator) -> Assignment:
@@ -93,7 +79,7 @@ def annotation_create(*, project: Project, annotator, item_id: int, label: str |
             if item.annotation_count + others >= project.overlap:
                 raise LeaseError(f"your lease on item {item.external_id!r} expired and it was served to others")
         try:
-            _spend_check(project, membership)
+            budget_check(project=project, membership=membership)
         except QueueClosed as closed:
             # Give the item back and commit that before refusing the label.
             refusal = closed

@@ -1,7 +1,7 @@
 """Changing a project's budget and its annotators' quotas.
 
 The dashboard form, the admin and the REST API all write through here. The
-queue reads the budget and the quota on every request (`queue.budget_check`),
+queue reads the budget and the quota on every request (`budget_check`, below),
 so a change takes effect at the next `next`: lowering a budget below what is
 spent closes the queue at once; raising it reopens it.
 """
@@ -11,14 +11,45 @@ from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
 
-from annotate.errors import WorkbenchError
+from annotate.errors import QueueClosed, WorkbenchError
+from annotate.metrics.budget import quota_left
 from annotate.models import Budget, Membership, Project
+from annotate.selectors import budget_limits, project_labels_left
 
 _UNSET = object()
 
 
 class BudgetInvalid(WorkbenchError):
     """A budget or quota value that cannot be stored; the message names the field."""
+
+
+def budget_check(*, project: Project, membership: Membership, reserved: int = 0) -> None:
+    """Raise QueueClosed when one more label would exceed the annotator's quota or the project's budget.
+
+    The queue asks before it serves (`reserved` counts labels promised to open
+    leases, so a budget of 100 with 98 labels and 2 open leases serves nothing
+    more) and the annotation service asks again, under the project's row
+    lock, before it stores a label (`reserved=0`). "Left" is
+    `annotate.selectors.project_labels_left`, the number every page shows.
+    """
+    if quota_left(quota=membership.quota, label_count=membership.label_count) == 0:
+        raise QueueClosed(
+            f"Your quota of {membership.quota} labels in this project is used up.", code="quota_spent"
+        )
+    left = project_labels_left(project)
+    if left is None or left > reserved:
+        return
+    limits = budget_limits(project)
+    in_progress = f", {reserved} in progress" if reserved else ""
+    if limits["max_labels"] is not None and project.label_count + reserved >= limits["max_labels"]:
+        raise QueueClosed(
+            f"The project's budget of {limits['max_labels']} labels is spent "
+            f"({project.label_count} given{in_progress}).", code="budget_spent",
+        )
+    raise QueueClosed(
+        f"The project's budget of {limits['max_cost']} is spent ({project.cost_spent} used{in_progress}; "
+        f"a label costs {limits['cost_per_label']}).", code="budget_spent",
+    )
 
 
 def _whole(field: str, value) -> int | None:

@@ -24,7 +24,10 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from annotate.errors import NotAMember, QueueClosed
-from annotate.models import Assignment, AssignmentStatus, Budget, Item, Membership, Project
+from annotate.metrics.budget import cost_limited
+from annotate.models import Assignment, AssignmentStatus, Item, Membership, Project
+from annotate.selectors import budget_limits
+from annotate.services.budgets import budget_check
 
 # How many locked candidates to re-check before giving up on one request. A
 # stale counter costs one try; more than a handful means heavy churn.
@@ -35,7 +38,7 @@ def membership_get(*, project: Project, user) -> Membership:
     try:
         return Membership.objects.get(project=project, user=user)
     except Membership.DoesNotExist:
-        raise NotAMember(f"{user} is not a member of project '{project.name}'") from None
+        raise NotAMember() from None  # the same answer as for a project that does not exist
 
 
 def active_lease_count(*, project: Project, now: datetime) -> int:
@@ -44,41 +47,10 @@ def active_lease_count(*, project: Project, now: datetime) -> int:
     ).count()
 
 
-def budget_check(*, project: Project, membership: Membership, reserved: int) -> None:
-    """Raise QueueClosed when one more label would exceed a budget or quota.
-
-    `reserved` counts labels already promised to open leases, so a budget of
-    100 with 98 labels and 2 open leases serves nothing more.
-    """
-    if membership.quota is not None and membership.label_count >= membership.quota:
-        raise QueueClosed(
-            f"Your quota of {membership.quota} labels in this project is used up.", code="quota_spent"
-        )
-    try:
-        budget = project.budget
-    except Budget.DoesNotExist:
-        return
-    committed = project.label_count + reserved
-    if budget.max_labels is not None and committed >= budget.max_labels:
-        raise QueueClosed(
-            f"The project's budget of {budget.max_labels} labels is spent "
-            f"({project.label_count} given, {reserved} in progress).",
-            code="budget_spent",
-        )
-    if budget.max_cost is not None and budget.cost_per_label > 0:
-        if project.cost_spent + budget.cost_per_label * (reserved + 1) > budget.max_cost:
-            raise QueueClosed(
-                f"The project's budget of {budget.max_cost} is spent ({project.cost_spent} used).",
-                code="budget_spent",
-            )
-
-
 def _has_project_limit(project: Project) -> bool:
-    try:
-        budget = project.budget
-    except Budget.DoesNotExist:
-        return False
-    return budget.max_labels is not None or (budget.max_cost is not None and budget.cost_per_label > 0)
+    """Whether the project's budget can close the queue (so serving needs the exact count of open leases)."""
+    limits = budget_limits(project)
+    return limits["max_labels"] is not None or cost_limited(limits["max_cost"], limits["cost_per_label"])
 
 
 def _candidates(project: Project, annotator, now: datetime, tried: list[int]):

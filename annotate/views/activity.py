@@ -1,21 +1,19 @@
 """Background work of a project: the progress panel's JSON, and the owner's "Retrain now"."""
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError
 
-from annotate.views.common import project_for_member
+from annotate.access import Action, can_manage
+from annotate.views.common import WRITE, project_view
 from workbench.activity import project_tasks
 from workbench.celery import enqueue
 
 
-@login_required
-def project_activity(request, pk: int):
+@project_view(Action.VIEW)
+def project_activity(request, project):
     """The project's latest tasks with state and progress; the project page polls this while any runs."""
-    project, _ = project_for_member(request, pk)
-    return JsonResponse({"tasks": project_tasks(project.pk)})
+    return JsonResponse({"tasks": project_tasks(project.pk, errors=can_manage(request.user, project))})
 
 
 def project_task_send(request, project, name: str, *, started: str, not_started: str):
@@ -29,9 +27,7 @@ def project_task_send(request, project, name: str, *, started: str, not_started:
     return redirect("project-detail", pk=project.pk)
 
 
-@login_required
-@require_POST
-def project_retrain(request, pk: int):
-    project, _ = project_for_member(request, pk, owner=True)
+@project_view(Action.MANAGE, WRITE)
+def project_retrain(request, project):
     return project_task_send(request, project, "workbench.retrain", started="Retrain started",
                              not_started="no retrain was started")

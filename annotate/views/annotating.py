@@ -1,14 +1,13 @@
 """The annotate screen: serve, label, skip, undo. Plain forms, keyboard shortcuts in annotate.js."""
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
 
+from annotate.access import Action
 from annotate.errors import QueueClosed, WorkbenchError
 from annotate.selectors import annotator_progress, budget_left
 from annotate.services.annotations import annotation_create, annotation_undo_last, assignment_skip
 from annotate.services.queue import queue_next_item
-from annotate.views.common import project_for_member
+from annotate.views.common import WRITE, project_view
 
 
 def _pixel_cells(data: dict) -> dict | None:
@@ -26,9 +25,8 @@ def _table_rows(data: dict) -> list[tuple[str, object]]:
     return list(data.items())
 
 
-@login_required
-def annotate_page(request, pk: int):
-    project, _ = project_for_member(request, pk)
+@project_view(Action.ANNOTATE)
+def annotate_page(request, project):
     context = {"project": project, "labels": list(project.labels.all())}
     try:
         assignment = queue_next_item(project=project, annotator=request.user)
@@ -54,10 +52,9 @@ def _item_id(request) -> int | None:
         return None
 
 
-@login_required
-@require_POST
-def annotate_submit(request, pk: int):
-    project, _ = project_for_member(request, pk)
+@project_view(Action.ANNOTATE, WRITE)
+def annotate_submit(request, project):
+    pk = project.pk
     item_id = _item_id(request)
     if item_id is None:
         messages.error(request, "The form did not say which item was labelled.")
@@ -69,10 +66,9 @@ def annotate_submit(request, pk: int):
     return redirect("annotate", pk=pk)
 
 
-@login_required
-@require_POST
-def annotate_skip(request, pk: int):
-    project, _ = project_for_member(request, pk)
+@project_view(Action.ANNOTATE, WRITE)
+def annotate_skip(request, project):
+    pk = project.pk
     item_id = _item_id(request)
     try:
         if item_id is None:
@@ -83,10 +79,9 @@ def annotate_skip(request, pk: int):
     return redirect("annotate", pk=pk)
 
 
-@login_required
-@require_POST
-def annotate_undo(request, pk: int):
-    project, _ = project_for_member(request, pk)
+@project_view(Action.ANNOTATE, WRITE)
+def annotate_undo(request, project):
+    pk = project.pk
     try:
         annotation_undo_last(project=project, annotator=request.user)
         messages.info(request, "Your last label was taken back; the item is shown again.")

@@ -1,24 +1,38 @@
-from django.http import Http404
-from django.shortcuts import get_object_or_404
+"""What every project page does first: sign-in, the HTTP methods it answers, and the access rule.
 
-from annotate.models import Membership, Project, Role
+`project_view(action)` wraps a view taking `(request, project, ...)`: it
+answers 405 to methods the page does not take (a PUT or DELETE is never
+served as a GET), sends anonymous users to the login page, and looks the
+project up through `annotate.access.project_for`, so an outsider gets the
+same 404 whether the project exists or not and a member without the role
+gets 403.
+"""
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.views.decorators.http import require_http_methods
+
+from annotate.access import Action, project_for
+
+READ = ("GET", "HEAD")
+FORM = ("GET", "HEAD", "POST")
+WRITE = ("POST",)
 
 
-def project_for_member(request, pk: int, *, owner: bool = False) -> tuple[Project, Membership]:
-    """The project if the user is a member (an owner when `owner`); 404 otherwise,
-    so outsiders cannot even learn that a project exists."""
-    project = get_object_or_404(Project.objects.select_related("budget"), pk=pk)
-    membership = Membership.objects.filter(project=project, user=request.user).first()
-    if membership is None or (owner and membership.role != Role.OWNER):
-        raise Http404("No such project")
-    return project, membership
+def page_view(methods=READ):
+    """A signed-in page that answers only `methods` (no project in its URL)."""
+    def decorate(view):
+        return login_required(require_http_methods(list(methods))(view))
+    return decorate
 
 
-def project_for_manager(request, pk: int) -> Project:
-    """The project if the user owns it or is staff (budget and progress dashboards); 404 otherwise."""
-    project = get_object_or_404(Project.objects.select_related("budget"), pk=pk)
-    if request.user.is_staff:
-        return project
-    if not Membership.objects.filter(project=project, user=request.user, role=Role.OWNER).exists():
-        raise Http404("No such project")
-    return project
+def project_view(action: Action, methods=READ):
+    """A signed-in page of one project (URL argument `pk`), called as `view(request, project, **kwargs)`."""
+    def decorate(view):
+        @wraps(view)
+        def with_project(request, pk, **kwargs):
+            return view(request, project_for(request.user, pk, action), **kwargs)
+        return page_view(methods)(with_project)
+    return decorate

@@ -1,6 +1,6 @@
 """The budget dashboard: where the labelling money goes, and the forms that change the budget and quotas.
 
-Owners and staff only (`project_for_manager`). Writes go through
+Owners and staff only (`annotate.access.can_manage`). Writes go through
 `annotate.services.budgets`; the queue reads the budget on every request, so
 a saved change applies to the next item served.
 """
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
 
+from annotate.access import ID_MAX, Action
 from annotate.charts import Marker, Series, csv_text, line_chart_svg
-from annotate.dashboards.budget import budget_dashboard, budget_values
+from annotate.dashboards.budget import budget_dashboard
+from annotate.selectors import budget_limits
 from annotate.services.budgets import BudgetInvalid, budget_update, quota_update
-from annotate.views.common import project_for_manager
+from annotate.views.common import FORM, project_view
 
 
 class BudgetForm(forms.Form):
@@ -37,7 +37,7 @@ class BudgetForm(forms.Form):
 
 
 class QuotaForm(forms.Form):
-    user = forms.IntegerField(widget=forms.HiddenInput)
+    user = forms.IntegerField(min_value=1, max_value=ID_MAX, widget=forms.HiddenInput)
     quota = forms.IntegerField(required=False, widget=forms.NumberInput(attrs={"min": 0, "step": 1}))
 
 
@@ -109,12 +109,10 @@ def _render(request, project, budget_form: BudgetForm, quota_form: QuotaForm | N
     })
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def dashboard_budget(request, pk: int):
-    project = project_for_manager(request, pk)
+@project_view(Action.MANAGE, FORM)
+def dashboard_budget(request, project):
     if request.method == "GET":
-        return _render(request, project, BudgetForm(initial=budget_values(project)))
+        return _render(request, project, BudgetForm(initial=budget_limits(project)))
     which = request.POST.get("form")
     if which == "budget":
         form = BudgetForm(request.POST)
@@ -143,7 +141,7 @@ def dashboard_budget(request, pk: int):
                     f"Quota of {membership.user.get_username()} saved: {_none_text(membership.quota)}. "
                     "The queue applies it to the next item it serves."))
                 return redirect("dashboard-budget", pk=project.pk)
-        return _render(request, project, BudgetForm(initial=budget_values(project)), form)
+        return _render(request, project, BudgetForm(initial=budget_limits(project)), form)
     return HttpResponseBadRequest("Unknown form: expected form=budget or form=quota.")
 
 
@@ -171,10 +169,8 @@ def _seconds(value: float | None) -> str | None:
     return None if value is None else f"{value:.1f}"
 
 
-@login_required
-@require_GET
-def dashboard_budget_csv(request, pk: int, table: str):
-    project = project_for_manager(request, pk)
+@project_view(Action.MANAGE)
+def dashboard_budget_csv(request, project, table: str):
     if table not in CSV_TABLES:
         raise Http404(f"No table {table!r}; one of {', '.join(CSV_TABLES)}")
     header, rows = CSV_TABLES[table]

@@ -1,11 +1,11 @@
 """The progress and quality dashboard (owners and staff): learning curve, versions, throughput, agreement."""
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 
+from annotate.access import Action
 from annotate.charts import Series, csv_text, line_chart_svg
 from annotate.dashboards.quality import CSV_TABLES, quality_csv, quality_dashboard
-from annotate.views.common import project_for_manager
+from annotate.views.common import project_view
 
 
 def _learning_curve_svg(curve: dict) -> str:
@@ -22,17 +22,15 @@ def _learning_curve_svg(curve: dict) -> str:
     return line_chart_svg(series, title="Learning curve", x_label="labels", y_label="accuracy")
 
 
-@login_required
-def dashboard_quality(request, pk: int):
-    project = project_for_manager(request, pk)
+@project_view(Action.MANAGE)
+def dashboard_quality(request, project):
     data = quality_dashboard(project)
     data["chart"] = _learning_curve_svg(data["learning_curve"])
     return render(request, "annotate/dashboard_quality.html", data)
 
 
-@login_required
-def dashboard_quality_csv(request, pk: int, table: str):
-    project = project_for_manager(request, pk)
+@project_view(Action.MANAGE)
+def dashboard_quality_csv(request, project, table: str):
     if table not in CSV_TABLES:
         raise Http404(f"No table {table!r}")
     header, rows = quality_csv(project, table)

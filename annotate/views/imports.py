@@ -1,15 +1,17 @@
 """Upload a CSV/JSONL file; a worker imports it and the job page shows progress."""
 
 from django import forms
-from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
 from kombu.exceptions import OperationalError
 
+from annotate.access import Action
 from annotate.errors import WorkbenchError
 from annotate.models import ImportJob
 from annotate.services.import_readers import detect_format
-from annotate.services.uploads import upload_import_enqueue
-from annotate.views.common import project_for_member
+from annotate.services.uploads import import_job_settle, upload_import_enqueue
+from annotate.views.common import FORM, project_view
+from workbench.activity import task_project
 from workbench.celery import task_state
 
 
@@ -27,9 +29,8 @@ class ImportForm(forms.Form):
         return upload
 
 
-@login_required
-def import_upload(request, pk: int):
-    project, _ = project_for_member(request, pk, owner=True)
+@project_view(Action.MANAGE, FORM)
+def import_upload(request, project):
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -44,11 +45,15 @@ def import_upload(request, pk: int):
     return render(request, "annotate/import_upload.html", {"project": project, "form": form})
 
 
-@login_required
-def import_status(request, pk: int, task_id: str):
-    project, _ = project_for_member(request, pk, owner=True)
-    job = ImportJob.objects.filter(project=project, task_id=task_id).first()
+@project_view(Action.MANAGE)
+def import_status(request, project, task_id: str):
+    # The newest: a task delivered again after its worker died has a second job.
+    job = ImportJob.objects.filter(project=project, task_id=task_id).order_by("-pk").first()
+    if job is None and task_project(task_id) != project.pk:
+        raise Http404("No such import in this project")  # another project's task id shows nothing
     state, result = task_state(task_id)
+    if job is not None:  # a job whose worker died is shown failed, not "running" for ever
+        job = import_job_settle(job=job, state=state, result=result)
     info = result if isinstance(result, dict) else {}
     failure = str(result) if state == "FAILURE" else None
     finished = job is not None and job.status != "running"

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.db.models import Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError
 
-from annotate.models import Project, Role
+from annotate.access import Action, can_cancel_meta_model, meta_models_visible, projects_managed
 from annotate.views.activity import project_task_send
-from annotate.views.common import project_for_member
+from annotate.views.common import FORM, READ, WRITE, page_view, project_view
 from learners.catalog import META_ALGORITHMS
 from learners.models import MetaModel, MetaModelStatus
 from learners.services.meta import (
@@ -31,19 +28,6 @@ from workbench.celery import enqueue, task_state
 FORM_FIELDS = ("n_way", "k_shot", "q_query", "steps", "hidden", "meta_lr", "lr", "adapt_steps")
 
 
-def _owned_projects(user):
-    projects = Project.objects.all() if user.is_staff else Project.objects.filter(
-        memberships__user=user, memberships__role=Role.OWNER)
-    return projects.order_by("name", "pk").distinct()
-
-
-def _visible_meta_models(user):
-    """Staff see all; others the meta-models with a source project they are a member of."""
-    if user.is_staff:
-        return MetaModel.objects.all()
-    return MetaModel.objects.filter(Q(source_projects__memberships__user=user)).distinct()
-
-
 def _progress(meta_model: MetaModel) -> dict:
     row = {"id": meta_model.pk, "status": meta_model.status, "percent": None, "done": None, "total": None}
     if meta_model.status == MetaModelStatus.RUNNING and meta_model.task_id:
@@ -52,10 +36,10 @@ def _progress(meta_model: MetaModel) -> dict:
     return row
 
 
-@login_required
+@page_view(FORM)
 def meta_model_list(request):
     """The meta-models the user can see, and a form to meta-train a new one on projects they own."""
-    owned = list(_owned_projects(request.user))
+    owned = list(projects_managed(request.user).order_by("name", "pk"))
     errors, values = [], {"name": "", "algorithm": "protonet", "sources": [],
                           **{k: HYPER_PARAMETERS[k][3] for k in FORM_FIELDS}}
     if request.method == "POST":
@@ -65,7 +49,6 @@ def meta_model_list(request):
             source_ids = [int(s) for s in values["sources"]]
         except ValueError:
             source_ids = []
-        allowed = {p.pk for p in owned}
         hyper = {}
         for key in FORM_FIELDS:
             raw = values[key]
@@ -78,11 +61,9 @@ def meta_model_list(request):
                 errors.append(f"{key}: {raw!r} is not a number")
         if values["algorithm"] == "protonet":
             hyper.pop("lr", None), hyper.pop("adapt_steps", None)
-        if not set(source_ids) <= allowed:
-            errors.append("sources: you can only meta-train on projects you own")
         if not errors:
             try:
-                meta_model = meta_model_create(name=values["name"], source_project_ids=source_ids,
+                meta_model = meta_model_create(user=request.user, name=values["name"], source_project_ids=source_ids,
                                                algorithm=values["algorithm"], hyper_parameters=hyper)
             except MetaModelInvalid as exc:
                 errors.append(str(exc))
@@ -96,7 +77,7 @@ def meta_model_list(request):
                 else:
                     messages.success(request, f"Meta-training of {meta_model.name!r} started.")
                 return redirect("meta-model-list")
-    meta_models = list(_visible_meta_models(request.user).prefetch_related("source_projects"))
+    meta_models = list(meta_models_visible(request.user).prefetch_related("source_projects"))
     rows = [{"meta_model": m, "progress": _progress(m), "sources": list(m.source_projects.all())} for m in meta_models]
     running = any(m.status in (MetaModelStatus.QUEUED, MetaModelStatus.RUNNING) for m in meta_models)
     return render(request, "annotate/meta_models.html", {
@@ -105,19 +86,17 @@ def meta_model_list(request):
     }, status=400 if errors else 200)
 
 
-@login_required
+@page_view(READ)
 def meta_model_status(request, pk: int):
     """Status and progress of one meta-model, as JSON (for scripts and the page's refresh)."""
-    meta_model = get_object_or_404(_visible_meta_models(request.user), pk=pk)
+    meta_model = get_object_or_404(meta_models_visible(request.user), pk=pk)
     return JsonResponse(_progress(meta_model) | {"metrics": meta_model.metrics, "error": meta_model.error})
 
 
-@login_required
-@require_POST
+@page_view(WRITE)
 def meta_model_cancel_view(request, pk: int):
-    meta_model = get_object_or_404(_visible_meta_models(request.user), pk=pk)
-    if not request.user.is_staff and not meta_model.source_projects.filter(
-            memberships__user=request.user, memberships__role=Role.OWNER).exists():
+    meta_model = get_object_or_404(meta_models_visible(request.user), pk=pk)
+    if not can_cancel_meta_model(request.user, meta_model):
         raise Http404("No such meta-model")
     meta_model = meta_model_cancel(meta_model)
     messages.success(request, f"{meta_model.name!r}: {meta_model.status}"
@@ -125,11 +104,9 @@ def meta_model_cancel_view(request, pk: int):
     return redirect("meta-model-list")
 
 
-@login_required
-@require_POST
-def project_warm_start(request, pk: int):
+@project_view(Action.MANAGE, WRITE)
+def project_warm_start(request, project):
     """Choose (or clear, with an empty choice) the project's warm start; a retrain then decides who orders the queue."""
-    project, _ = project_for_member(request, pk, owner=True)
     choice = request.POST.get("meta_model", "").strip()
     if not choice:
         warm_start_clear(project)
@@ -155,10 +132,8 @@ def project_warm_start(request, pk: int):
     return redirect("project-detail", pk=project.pk)
 
 
-@login_required
-@require_POST
-def project_adapt(request, pk: int):
+@project_view(Action.MANAGE, WRITE)
+def project_adapt(request, project):
     """Adapt the warm-start meta-model now (workbench.adapt), whatever the comparison says."""
-    project, _ = project_for_member(request, pk, owner=True)
     return project_task_send(request, project, "workbench.adapt", started="Adapting the warm-start meta-model",
                              not_started="nothing was adapted")

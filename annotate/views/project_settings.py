@@ -1,12 +1,12 @@
 """The owner's settings page: how the project learns (featuriser, estimator, query strategy)."""
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
+from annotate.access import Action
 from annotate.errors import WorkbenchError
 from annotate.services.projects import project_settings_update
-from annotate.views.common import project_for_member
+from annotate.views.common import FORM, project_view
 from learners.catalog import ESTIMATORS, FEATURISERS, STRATEGIES
 
 
@@ -28,9 +28,8 @@ class LearningSettingsForm(forms.Form):
         self.fields["featuriser"].choices = _options(FEATURISERS, modality)
 
 
-@login_required
-def project_settings(request, pk: int):
-    project, _ = project_for_member(request, pk, owner=True)
+@project_view(Action.MANAGE, FORM)
+def project_settings(request, project):
     initial = {k: getattr(project, k) for k in ("query_strategy", "estimator", "featuriser", "retrain_every")}
     form = LearningSettingsForm(request.POST or None, initial=initial, modality=project.modality)
     if request.method == "POST" and form.is_valid():

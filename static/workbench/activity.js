@@ -16,7 +16,7 @@
       return t.total ? stage + " " + t.done + " of " + t.total : stage;
     }
     if (t.state === "SUCCESS") return "done: " + (t.summary || "");
-    if (t.state === "FAILURE") return "failed: " + (t.error || "");
+    if (t.state === "FAILURE") return t.error ? "failed: " + t.error : "failed";
     return t.state.toLowerCase();
   }
 

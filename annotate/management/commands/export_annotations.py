@@ -1,15 +1,13 @@
 """manage.py export_annotations PROJECT_ID [--format jsonl|csv] [--path FILE] [--background]"""
-from django.core.management.base import CommandError
-
 from annotate.errors import WorkbenchError
-from annotate.models import Project
 from annotate.services.exporting import annotations_export
-from workbench.commands import LongWorkCommand
+from workbench.commands import LongWorkCommand, command_project
 
 
 class Command(LongWorkCommand):
     help = "Export a project's annotations (JSONL re-imports as seed labels; CSV one row per annotation)."
     task_name = "workbench.export_annotations"
+    action = "view"  # as the REST export: members and staff
     errors = (WorkbenchError,)
 
     def add_arguments(self, parser):
@@ -21,9 +19,5 @@ class Command(LongWorkCommand):
         return {"project_id": options["project_id"], "format": options["format"], "path": options["path"]}
 
     def run_here(self, options, progress) -> dict:
-        try:
-            project = Project.objects.get(pk=options["project_id"])
-        except Project.DoesNotExist:
-            raise CommandError(f"project {options['project_id']} does not exist") from None
-        return annotations_export(project=project, file_format=options["format"], path=options["path"],
+        return annotations_export(project=command_project(options, self.action), file_format=options["format"], path=options["path"],
                                   progress=lambda done, total: progress("exporting", done, total))

@@ -1,10 +1,10 @@
-"""manage.py import_items PROJECT_ID FILE [--skip-bad-rows] [--skip-existing]"""
+"""manage.py import_items PROJECT_ID FILE [--skip-bad-rows] [--skip-existing] [--user USERNAME]"""
 from django.core.management.base import BaseCommand, CommandError
 
 from annotate.errors import WorkbenchError
-from annotate.models import Project
 from annotate.services.import_readers import detect_format, rows_estimate
 from annotate.services.importing import ImportFailed, import_file
+from workbench.commands import add_user_argument, command_project
 from workbench.progress import ProgressBars
 
 
@@ -17,12 +17,10 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=["csv", "jsonl"])
         parser.add_argument("--skip-bad-rows", action="store_true")
         parser.add_argument("--skip-existing", action="store_true")
+        add_user_argument(parser)  # importing is a manager's action (annotate.access)
 
     def handle(self, *args, **options):
-        try:
-            project = Project.objects.get(pk=options["project_id"])
-        except Project.DoesNotExist:
-            raise CommandError(f"project {options['project_id']} does not exist") from None
+        project = command_project(options, "manage")
 
         bars = ProgressBars(self.stderr)
         try:

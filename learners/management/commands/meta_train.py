@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from learners.models import MetaModel
+from annotate.access import can_cancel_meta_model, meta_models_visible
 from learners.services.meta import (
     MetaModelInvalid,
     meta_model_cancel,
@@ -12,7 +12,7 @@ from learners.services.meta import (
     meta_model_train,
 )
 from learners.services.meta_data import MetaDataInvalid
-from workbench.commands import here_or_on_worker
+from workbench.commands import add_user_argument, command_user, here_or_on_worker
 
 
 class Command(BaseCommand):
@@ -29,12 +29,14 @@ class Command(BaseCommand):
                             help="send workbench.meta_train to a worker by name and follow its progress")
         parser.add_argument("--timeout", type=float, default=3600.0, help="with --background: seconds to wait")
         parser.add_argument("--cancel", type=int, metavar="ID", help="ask meta-model ID's training to stop")
+        add_user_argument(parser)
 
     def handle(self, *args, **options):
+        user = command_user(options)
         if options["cancel"] is not None:
-            meta_model = MetaModel.objects.filter(pk=options["cancel"]).first()
-            if meta_model is None:
-                raise CommandError(f"meta-model {options['cancel']} does not exist")
+            meta_model = meta_models_visible(user).filter(pk=options["cancel"]).first()
+            if meta_model is None or not can_cancel_meta_model(user, meta_model):
+                raise CommandError(f"meta-model {options['cancel']} does not exist (or --user may not cancel it)")
             meta_model = meta_model_cancel(meta_model)
             self.stdout.write(json.dumps({"meta_model_id": meta_model.pk, "status": meta_model.status,
                                           "cancel_requested": meta_model.cancel_requested}))
@@ -50,7 +52,7 @@ class Command(BaseCommand):
         except json.JSONDecodeError as exc:
             raise CommandError(f"--hyper: not JSON ({exc})") from None
         try:
-            meta_model = meta_model_create(name=options["name"], source_project_ids=sources,
+            meta_model = meta_model_create(user=user, name=options["name"], source_project_ids=sources,
                                            algorithm=options["algorithm"], hyper_parameters=hyper)
         except MetaModelInvalid as exc:
             raise CommandError(str(exc)) from None
