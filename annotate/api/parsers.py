@@ -19,17 +19,21 @@ class JSONParser(parsers.JSONParser):
             raise ParseError("JSON parse error - the body is nested too deeply") from None
 
 
-class FormParser(parsers.FormParser):
+class _RefusalsAsParseError:
+    """Django's refusals of a form body (too many fields or files, too big) as DRF's 400."""
+
+    kind = ""
+
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            return super().parse(stream, media_type, parser_context)
+            return super().parse(stream, media_type, parser_context)  # type: ignore[misc]
         except _REFUSED as exc:
-            raise ParseError(f"form parse error - {exc}") from None
+            raise ParseError(f"{self.kind} parse error - {exc}") from None
 
 
-class MultiPartParser(parsers.MultiPartParser):
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except _REFUSED as exc:
-            raise ParseError(f"multipart parse error - {exc}") from None
+class FormParser(_RefusalsAsParseError, parsers.FormParser):
+    kind = "form"
+
+
+class MultiPartParser(_RefusalsAsParseError, parsers.MultiPartParser):
+    kind = "multipart"
