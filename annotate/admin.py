@@ -6,7 +6,8 @@ from django.utils.html import format_html
 from annotate.models import Annotation, Assignment, Budget, ImportJob, Item, Label, Membership, Project
 from annotate.services.projects import project_overlap_apply
 from learners.catalog import ESTIMATORS, FEATURISERS, STRATEGIES, InvalidChoice, choices_validate
-from learners.services.retrain_requests import retrain_enqueue_on_commit
+from learners.models import WorkKind
+from learners.services.work import work_request
 
 
 class LabelInline(admin.TabularInline):
@@ -68,7 +69,8 @@ class ProjectAdmin(admin.ModelAdmin):
             self.message_user(request, f"Overlap is now {obj.overlap}: {changed} items reopened or closed.")
         learning = {"featuriser", "estimator", "query_strategy"} & set(form.changed_data)
         if change and learning:
-            retrain_enqueue_on_commit(project_id=obj.pk, reason=f"admin changed {', '.join(sorted(learning))}")
+            work_request(project_id=obj.pk, kind=WorkKind.RETRAIN, force=True,
+                         reason=f"admin changed {', '.join(sorted(learning))}")
             self.message_user(request, "A retrain is queued; the queue follows the new settings after it.")
 
 

@@ -21,7 +21,7 @@ from annotate.models import ImportJob, Project
 from annotate.selectors import queue_status as queue_status_read
 from annotate.services.exporting import annotations_export
 from annotate.services.import_readers import detect_format, rows_estimate
-from annotate.services.importing import ImportFailed, import_file, json_kind
+from annotate.services.importing import ImportFailed, import_file, import_jobs_running_fail, json_kind
 from annotate.services.uploads import import_jobs_orphaned_fail, upload_discarded_after
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,10 @@ def import_items(self, *, project_id: int, path: str, format: str | None = None,
                 return {"job_id": done.pk, "status": done.status, "rows_imported": done.rows_imported,
                         "rows_read": done.rows_read, "rows_skipped": done.rows_skipped,
                         "labels_imported": done.labels_imported, "errors": done.errors}
+            # A redelivered message (its worker was killed): the run it replaces wrote nothing.
+            import_jobs_running_fail(ImportJob.objects.filter(task_id=task_id),
+                                     "the worker running this import stopped before it finished; nothing was "
+                                     "imported by that run, and the task was delivered again and runs anew")
 
         try:  # for the progress bar; import_file below reports a bad path or format properly
             total = rows_estimate(path, format or detect_format(path))

@@ -257,3 +257,44 @@ class FederatedRound(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="federated_round_unique")]
         ordering = ["run", "number"]
+
+
+class WorkKind(models.TextChoices):
+    RETRAIN = "retrain", "retrain"
+    SCORE_POOL = "score_pool", "re-score the pool"
+    FEATURISE = "featurise", "featurise"
+
+
+class Work(models.Model):
+    """A project's background work of one kind, as a state: at most one request pending and one run running.
+
+    The database, not the broker, is the record of what is due (learners.services.work): a
+    request is written in the transaction that makes it due (the label, the import), its
+    message is sent after commit, and a reconciler re-sends what the broker lost.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="work")
+    kind = models.CharField(max_length=16, choices=WorkKind.choices)
+    # Requests recorded so far; the pending one is number `requested`.
+    requested = models.PositiveIntegerField(default=0)
+    pending_since = models.DateTimeField(null=True, blank=True)
+    pending_reason = models.CharField(max_length=200, blank=True)
+    # A retrain asked for by a person or a settings change trains even with no new labels.
+    pending_force = models.BooleanField(default=False)
+    # When the pending request's message reached the broker; None: not sent (yet), the reconciler sends it.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    running_since = models.DateTimeField(null=True, blank=True)
+    running_task_id = models.CharField(max_length=64, blank=True)
+    # What the run answers: its model version's request_id (a redelivered run finds its version).
+    running_request_id = models.CharField(max_length=64, blank=True)
+    running_force = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "kind"], name="work_unique_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.project} {self.kind}"

@@ -8,13 +8,25 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from annotate.models import Project
 from annotate.tasks import WorkbenchTask
+from learners.models import WorkKind
 from learners.services.features import feature_skips
 from learners.services.training import featurise_and_order, model_version_train, pool_rescore
+from learners.services.work import work_reconcile, work_run
 
 logger = logging.getLogger(__name__)
+
+
+@worker_ready.connect
+def _work_reconcile_at_start(sender, **kwargs) -> None:
+    """A starting worker re-sends the work that is due: the broker may have lost its messages."""
+    try:
+        logger.info("work reconciled at start: %s", work_reconcile(startup=True))
+    except Exception:  # never keep a worker from starting; the periodic sweep tries again
+        logger.exception("could not reconcile background work at start")
 
 
 def stage_progress(task):
@@ -29,46 +41,50 @@ def stage_progress(task):
 def retrain(self, *, project_id: int, request_id: str | None = None) -> dict:
     """Train the project's model on all its labels, score the pool and re-order the queue.
 
-    Idempotent per `request_id` (default: this task's id, so a redelivered
-    message makes no second version).
+    One retrain runs per project at a time (learners.services.work): a message that
+    finds one running returns `coalesced` and the newest labels are trained on right
+    after it. Idempotent per `request_id` (default: this task's id, so a redelivered
+    message makes no second version). A retrain the workbench asked for itself (every
+    N labels) makes no version when no label arrived since the last one (`up_to_date`).
     """
-    if not Project.objects.filter(pk=project_id).exists():
-        logger.warning("retrain: project %s is gone; nothing to do", project_id)
-        return {"status": "missing", "project_id": project_id}
-
-    return model_version_train(
-        project_id=project_id, request_id=request_id or self.request.id or "direct", progress=stage_progress(self)
+    return work_run(
+        project_id=project_id, kind=WorkKind.RETRAIN, request_id=request_id, task_id=self.request.id or "",
+        run=lambda rid, force: model_version_train(project_id=project_id, request_id=rid,
+                                                   progress=stage_progress(self), only_new_labels=not force),
     )
 
 
 @shared_task(bind=True, base=WorkbenchTask, name="workbench.featurise")
-def featurise(self, *, project_id: int) -> dict:
+def featurise(self, *, project_id: int, request_id: str | None = None) -> dict:
     """Featurise the project's items that have no cached features yet, in batches with progress.
 
     Then places them in the queue: before the project's first model, a
     k-means++ spread of items goes to the head of the queue (the cold start);
     with a model, the new items are scored by it. An item the featuriser cannot
     read is skipped, not fatal: the result counts them (`skipped`) and gives the
-    first reasons (`skipped_items`, "item 'x': ...").
+    first reasons (`skipped_items`, "item 'x': ..."). One run per project at a time.
     """
-    project = Project.objects.filter(pk=project_id).first()
-    if project is None:
-        logger.warning("featurise: project %s is gone; nothing to do", project_id)
-        return {"status": "missing", "project_id": project_id}
+    def run(rid: str, force: bool) -> dict:
+        result = featurise_and_order(project_id=project_id, progress=stage_progress(self))
+        skipped, reasons = feature_skips(Project.objects.get(pk=project_id))
+        return result | {"skipped": skipped, "skipped_items": reasons}
 
-    result = featurise_and_order(project_id=project_id, progress=stage_progress(self))
-    skipped, reasons = feature_skips(project)
-    return result | {"skipped": skipped, "skipped_items": reasons}
+    return work_run(project_id=project_id, kind=WorkKind.FEATURISE, request_id=request_id,
+                    task_id=self.request.id or "", run=run)
 
 
 @shared_task(bind=True, base=WorkbenchTask, name="workbench.score_pool")
-def score_pool(self, *, project_id: int) -> dict:
+def score_pool(self, *, project_id: int, request_id: str | None = None) -> dict:
     """Re-score every open item with the latest model version (no retraining) and re-order the queue."""
-    if not Project.objects.filter(pk=project_id).exists():
-        logger.warning("score_pool: project %s is gone; nothing to do", project_id)
-        return {"status": "missing", "project_id": project_id}
+    return work_run(project_id=project_id, kind=WorkKind.SCORE_POOL, request_id=request_id,
+                    task_id=self.request.id or "",
+                    run=lambda rid, force: pool_rescore(project_id=project_id, progress=stage_progress(self)))
 
-    return pool_rescore(project_id=project_id, progress=stage_progress(self))
+
+@shared_task(base=WorkbenchTask, name="workbench.reconcile")
+def reconcile(*, startup: bool = False) -> dict:
+    """Re-send background work the database says is due and the broker does not hold (Celery beat sends it)."""
+    return work_reconcile(startup=startup)
 
 
 @shared_task(bind=True, base=WorkbenchTask, name="workbench.meta_train")

@@ -185,15 +185,16 @@ def test_every_task_fails_bad_arguments_with_task_input_error_naming_them(celery
         for name, task in sorted(tasks.items()):
             params = [p for p in inspect.signature(task.run).parameters.values() if p.kind is p.KEYWORD_ONLY]
             required = {p.name: ("x" if p.annotation in ("str", str) else 1) for p in params if p.default is p.empty}
-            first = next(iter(required))
-            wrong = "7" if required[first] == 1 else 7
-            cases = [
-                ({}, f"{name}: missing argument {first!r} (required: {', '.join(required)})"),
-                (required | {"projectid": 1}, f"{name}: unknown argument 'projectid'; it takes "
-                                              f"{', '.join(p.name for p in params)}"),
-                (required | {first: wrong}, f"{name}: argument {first!r} must be "),
-                (required | {first: None}, f"{name}: argument {first!r} must be "),
-            ]
+            cases = [(required | {"projectid": 1}, f"{name}: unknown argument 'projectid'; it takes "
+                                                   f"{', '.join(p.name for p in params)}")]
+            if required:  # workbench.reconcile has none
+                first = next(iter(required))
+                wrong = "7" if required[first] == 1 else 7
+                cases += [
+                    ({}, f"{name}: missing argument {first!r} (required: {', '.join(required)})"),
+                    (required | {first: wrong}, f"{name}: argument {first!r} must be "),
+                    (required | {first: None}, f"{name}: argument {first!r} must be "),
+                ]
             sent += [(client.send_task(name, kwargs=kwargs), expected) for kwargs, expected in cases]
 
         for result, expected in sent:

@@ -119,24 +119,34 @@ def test_retrain_request_is_made_once_per_n_labels(django_capture_on_commit_call
 
 
 @pytest.mark.django_db(transaction=True)
-def test_unreachable_broker_keeps_the_label_and_asks_again_on_the_next_one(settings, tmp_path, caplog):
+def test_unreachable_broker_keeps_the_label_and_the_retrain_request_which_is_sent_once_it_answers(
+        settings, tmp_path, caplog):
+    from learners.models import Work
+    from learners.services.work import work_reconcile
     from workbench.celery import _sender
 
     project = make_project(labels=("cat", "dog"), retrain_every=1)
     add_items(project, ["a", "b"])
     annotator = add_annotator(project)
+    broker = settings.CELERY_BROKER_URL
     settings.CELERY_BROKER_URL = f"redis+socket://{tmp_path}/no-redis-here.sock"
     _sender.cache_clear()
     try:
         served = queue_next_item(project=project, annotator=annotator)
         annotation_create(project=project, annotator=annotator, item_id=served.item_id, label="cat")
+        assert work_reconcile() == {"handed_on": [], "sent": []}, "still no broker: nothing sent"
     finally:
+        settings.CELERY_BROKER_URL = broker
         _sender.cache_clear()
 
     assert Annotation.objects.filter(project=project).count() == 1
-    assert "could not enqueue retrain" in caplog.text
-    project.refresh_from_db()
-    assert project.retrain_requested_at == 0, "the request is re-armed so the next label asks again"
+    assert "could not send retrain of project" in caplog.text
+    work = Work.objects.get(project=project, kind="retrain")
+    assert work.pending_since is not None and work.sent_at is None, "the request is kept, unsent"
+    assert work_reconcile() == {"handed_on": [], "sent": [work.pk]}, "the broker answers: sent, no label needed"
+    work.refresh_from_db()
+    assert work.sent_at is not None and work.requested == 1
+    assert work_reconcile() == {"handed_on": [], "sent": []}, "sent once, not at every sweep"
 
 
 # Five tight clusters at the corners and the centre of a square. Only clusters 0 ("a", at 0,0) and

@@ -109,6 +109,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "workbench.busy.DatabaseBusyMiddleware",  # a view's DatabaseBusy as 503 + Retry-After
 ]
 
 ROOT_URLCONF = "workbench.urls"
@@ -155,6 +156,10 @@ else:
         f"DATABASE_URL uses {_db['ENGINE']}; the workbench supports sqlite:// and postgres:// only"
     )
 DATABASES = {"default": _db}
+# Seconds a writer waits for the SQLite write lock before its request is answered 503
+# (workbench.sqlite_backend, workbench.busy): above the 6.8 s a 1,000,000-item queue swap
+# holds it, well below a request that seems to hang. Not used on PostgreSQL.
+SQLITE_LOCK_TIMEOUT = env_int("WORKBENCH_SQLITE_LOCK_TIMEOUT", 10, minimum=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis and celery -----------------------------------------------------
@@ -180,9 +185,12 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = True
-# A task is acknowledged after it ran, so a worker killed mid-task has it
-# redelivered; every task is idempotent for that reason.
+# A task is acknowledged after it ran, and a task whose worker process was killed
+# is returned to the queue (not failed), so it is delivered again; every task is
+# idempotent for that reason (learners.services.work: a redelivered retrain finds
+# the version it made).
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600
@@ -192,6 +200,21 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
 }
+
+# Background work is a state in the database (learners.services.work). A run marks itself
+# alive every WORK_HEARTBEAT_SECONDS; one silent for WORK_STALE_SECONDS is taken as dead and
+# requested again. Every WORK_SWEEP_SECONDS Celery beat sends workbench.reconcile, which
+# re-sends requests whose message never reached the broker (the worker runs beat itself
+# under `make run`; in production run `celery -A workbench beat` once, or a worker with -B).
+WORK_HEARTBEAT_SECONDS = env_int("WORKBENCH_WORK_HEARTBEAT_SECONDS", 10, minimum=1)
+WORK_STALE_SECONDS = env_int("WORKBENCH_WORK_STALE_SECONDS", 90, minimum=2)
+WORK_SWEEP_SECONDS = env_int("WORKBENCH_WORK_SWEEP_SECONDS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-work": {"task": "workbench.reconcile", "schedule": float(WORK_SWEEP_SECONDS),
+                       # a sweep still queued when the next is due is dropped, so they never pile up
+                       "options": {"expires": float(WORK_SWEEP_SECONDS)}},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- auth, i18n, static ---------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -3,6 +3,10 @@
 Services raise named errors (annotate.errors and each service's own); an
 endpoint catches WorkbenchError and answers with `error_response`, so the
 same error gets the same status everywhere.
+
+A busy SQLite database (`DatabaseBusy`, raised when a transaction begins) is
+not a service error: DRF re-raises it, and workbench.busy answers it for every
+endpoint with 503, Retry-After and `{"detail": "the database is busy, try again"}`.
 """
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def _annotation_store(
     label: Label, annotator, now,
 ) -> Annotation:
     """Write the label and every counter it moves; the caller holds the project and item locks."""
-    from learners.services.retrain_requests import retrain_enqueue_on_commit, warm_start_just_ready
+    from learners.models import WorkKind
+    from learners.services.work import warm_start_just_ready, work_request
 
     try:
         cost = project.budget.cost_per_label
@@ -116,16 +117,12 @@ def _annotation_store(
     new_count = project.label_count + 1
     if new_count - project.retrain_requested_at >= project.retrain_every:
         Project.objects.filter(pk=project.pk).update(retrain_requested_at=new_count)
-        retrain_enqueue_on_commit(
-            project_id=project.pk, reason=f"{new_count} labels", rearm_from=project.retrain_requested_at
-        )
+        work_request(project_id=project.pk, kind=WorkKind.RETRAIN, reason=f"{new_count} labels")
     elif warm_start_just_ready(project, label.pk):
         # The warm start can adapt now: the first queue from it should not wait for the next N labels.
         Project.objects.filter(pk=project.pk).update(retrain_requested_at=new_count)
-        retrain_enqueue_on_commit(
-            project_id=project.pk, reason="every label has the warm start's k_shot examples",
-            rearm_from=project.retrain_requested_at,
-        )
+        work_request(project_id=project.pk, kind=WorkKind.RETRAIN, force=True,
+                     reason="every label has the warm start's k_shot examples")
     return annotation
 
 

@@ -431,12 +431,13 @@ def import_items(
                 raise ImportFailed(importer.report.errors) from None
             if importer.error_count and (not skip_bad_rows or importer.report.rows_imported == 0):
                 raise ImportFailed(importer.report.errors)
-            from learners.services.retrain_requests import featurise_enqueue_on_commit, retrain_enqueue_on_commit
+            from learners.models import WorkKind
+            from learners.services.work import work_request
 
             if importer.report.labels_imported:
-                retrain_enqueue_on_commit(project_id=project.pk, reason="seed labels imported")
+                work_request(project_id=project.pk, kind=WorkKind.RETRAIN, reason="seed labels imported", force=True)
             elif importer.report.rows_imported and featurise:
-                featurise_enqueue_on_commit(project_id=project.pk, reason="items imported")
+                work_request(project_id=project.pk, kind=WorkKind.FEATURISE, reason="items imported")
     except ImportFailed as exc:
         report = importer.report
         report.status = ImportStatus.FAILED

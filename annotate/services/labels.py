@@ -77,7 +77,8 @@ def label_update(*, label: Label, name=_UNSET, position=_UNSET) -> Label:
     A rename asks for a retrain when the label has annotations: the current
     model predicts class names, and scoring with it would not find the old name.
     """
-    from learners.services.retrain_requests import retrain_enqueue_on_commit
+    from learners.models import WorkKind
+    from learners.services.work import work_request
 
     changes = {}
     try:
@@ -92,8 +93,8 @@ def label_update(*, label: Label, name=_UNSET, position=_UNSET) -> Label:
                 return label
             Label.objects.filter(pk=label.pk).update(**changes)
             if "name" in changes and Annotation.objects.filter(label=label).exists():
-                retrain_enqueue_on_commit(project_id=project.pk,
-                                          reason=f"label {label.name!r} renamed to {changes['name']!r}")
+                work_request(project_id=project.pk, kind=WorkKind.RETRAIN, force=True,
+                             reason=f"label {label.name!r} renamed to {changes['name']!r}")
     except IntegrityError:
         raise LabelInvalid(f"name: the project already has a label {changes.get('name')!r}") from None
     for field, value in changes.items():

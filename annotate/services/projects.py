@@ -81,12 +81,14 @@ def project_settings_update(
     changed = [k for k, v in wanted.items() if getattr(project, k) != v]
     if not changed:
         return []
-    from learners.services.retrain_requests import retrain_enqueue_on_commit
+    from learners.models import WorkKind
+    from learners.services.work import work_request
 
     with transaction.atomic():
         Project.objects.filter(pk=project.pk).update(**{k: wanted[k] for k in changed})
         for k in changed:
             setattr(project, k, wanted[k])
         if set(changed) - {"retrain_every"}:
-            retrain_enqueue_on_commit(project_id=project.pk, reason=f"settings changed: {', '.join(changed)}")
+            work_request(project_id=project.pk, kind=WorkKind.RETRAIN, force=True,
+                         reason=f"settings changed: {', '.join(changed)}")
     return changed

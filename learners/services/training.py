@@ -51,7 +51,8 @@ def estimator_build(project: Project, *, seed: int = 0):
     return strategy, estimator
 
 
-def model_version_train(*, project_id: int, request_id: str, progress: Progress | None = None) -> dict:
+def model_version_train(*, project_id: int, request_id: str, progress: Progress | None = None,
+                        only_new_labels: bool = False) -> dict:
     """Train the project's estimator on all its labels, score the pool, swap the queue order.
 
     Features come from the project's feature cache (filled first if items are
@@ -63,6 +64,9 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
     held-out folds (`learners.services.meta.warm_start_choose`): while the
     adapted model is not beaten it is the new version and orders the queue;
     the first time the own model wins, the warm start is handed over for good.
+
+    `only_new_labels`: make no version when the latest one was trained on the
+    project's current label count with its current settings (`up_to_date`).
     """
     from learners.services.meta import warm_start_choose, warm_start_record
 
@@ -70,6 +74,13 @@ def model_version_train(*, project_id: int, request_id: str, progress: Progress 
     if existing is not None:
         return _summary(existing, created=False)
     project = Project.objects.get(pk=project_id)
+    latest = project.model_versions.only("number", "label_count", "estimator", "query_strategy",
+                                         "featuriser").order_by("-number").first()
+    if (only_new_labels and latest is not None and latest.label_count == project.label_count
+            and (latest.estimator, latest.query_strategy, latest.featuriser)
+            == (project.estimator, project.query_strategy, project.featuriser)):
+        return {"status": "up_to_date", "project_id": project_id, "model_version": latest.number,
+                "reason": f"no label since model v{latest.number} ({project.label_count} labels)"}
     space = feature_space_current(project)
     features_fill(space, progress)
     item_ids, labels = training_labels(project)
