@@ -134,7 +134,7 @@ def federated_run(self, *, run_id: int) -> dict:
         logger.warning("federated_run: run %s is gone; nothing to do", run_id)
         return {"status": "missing", "run_id": run_id}
     FederatedRun.objects.filter(pk=run_id, task_id="").update(task_id=self.request.id or "")
-    return federated_run_execute(run_id=run_id, progress=stage_progress(self))
+    return federated_run_execute(run_id=run_id, progress=stage_progress(self), task_id=self.request.id or "")
 
 
 @shared_task(base=WorkbenchTask, name="workbench.federated_local_train")

@@ -97,6 +97,11 @@ def redis_server():
     client.ping()
     client.flushdb()
     yield client
+    # Celery results a test dropped unsubscribe when collected; collect them while Redis still answers
+    # (collected after it stopped, each retries its reconnect for ever and the session never ends).
+    import gc
+
+    gc.collect()
     if server is not None:
         server.stop()
 
@@ -138,7 +143,7 @@ def worker_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A `celery worker` process; `env` overrides its environment (a federated site's own DATABASE_URL)."""
 
-    def __init__(self, queues: str = "celery", name: str = "test-worker", env: dict[str, str] | None = None) -> None:
+    def __init__(self, queues: str = "celery,long", name: str = "test-worker", env: dict[str, str] | None = None) -> None:
         log = settings.DATA_DIR / f"{name}.log"
         self.log_path = log
         self.process = subprocess.Popen(
@@ -173,7 +178,7 @@ class WorkerProcess:
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, redis_server):
-    """One real `celery worker` process for the session, consuming the default queue."""
+    """One real `celery worker` process for the session, consuming the default and the long queue."""
     with django_db_blocker.unblock():
         worker = WorkerProcess()
     yield worker

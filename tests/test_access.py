@@ -228,7 +228,7 @@ def world(db) -> World:
 def no_tasks_left_behind():
     """POSTs here queue real retrains and adaptations; drop them so no later worker runs them."""
     yield
-    redis_client().delete("celery")
+    redis_client().delete("celery", "long")
 
 
 def _call(route: Route, user, objects: dict):

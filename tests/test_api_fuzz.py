@@ -83,7 +83,7 @@ def seeded(live_server):
 def broker_queue_emptied(redis_server):
     """Drop the retrain and import tasks the fuzzing queued, so a later test's worker does not run them."""
     yield
-    redis_server.delete("celery")
+    redis_server.delete("celery", "long")
 
 
 @pytest.mark.django_db(transaction=True)

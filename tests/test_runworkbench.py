@@ -134,7 +134,7 @@ class Workbench:
         return None
 
     def worker(self) -> psutil.Process | None:
-        return self.child("celery", "worker")
+        return self.child("celery", "worker", "workbench@")
 
     def redis_server(self) -> psutil.Process | None:
         return self.child("redis-server")
@@ -248,7 +248,7 @@ def test_killed_worker_is_restarted_while_the_web_keeps_answering(workbench, dat
     old_worker = workbench.worker()
     assert old_worker is not None
     old_pool = old_worker.children()
-    assert len(old_pool) == 1, "--concurrency 1: one pool process"
+    assert len(old_pool) == 2, "--concurrency 1 and -B: one pool process and the embedded beat"
 
     with WebWatch(workbench) as web:
         time.sleep(0.5)
@@ -267,7 +267,9 @@ def test_killed_worker_is_restarted_while_the_web_keeps_answering(workbench, dat
           f"{web.failed} unanswered, slowest {web.slowest:.2f} s")
     assert web.failed == 0 and web.asked > 10
     assert new_worker.pid != old_worker.pid
-    assert [list(reply) for reply in replies] == [[NODE_NAME]]  # the same node name after the restart
+    long_node = NODE_NAME.replace("workbench@", "workbench-long@")
+    assert sorted(name for reply in replies for name in reply) == sorted([NODE_NAME, long_node]), \
+        "the same node name after the restart, and the long queue's worker untouched"
     assert alive(old_pool) == []  # its pool process did not outlive it
     assert f"celery worker (pid {old_worker.pid}) was killed by signal SIGKILL; restarting it" in workbench.stderr()
     assert workbench.process.poll() is None
@@ -339,7 +341,7 @@ def test_sigterm_stops_every_child_within_30_seconds(workbench):
     workbench.start().wait_ready()
     kinds = sorted(next(kind for kind in ("celery", "gunicorn", "redis-server") if kind in " ".join(c.cmdline()))
                    for c in workbench.children())
-    assert kinds == ["celery", "gunicorn", "redis-server"]
+    assert kinds == ["celery", "celery", "gunicorn", "redis-server"]  # the default and the long queue's workers
 
     began = time.monotonic()
     returncode = workbench.stop(timeout=30)
@@ -361,7 +363,7 @@ def test_sigkill_of_the_command_leaves_no_children_behind(workbench):
 
     wait_for(lambda: not alive(workbench.descendants), timeout=40, interval=0.2,
              message="the children to stop after their parent was killed")
-    assert len(children) == 3
+    assert len(children) == 4
 
 
 @pytest.mark.slow
@@ -381,3 +383,65 @@ def test_tasks_queued_when_stopped_with_sigterm_all_run_after_the_restart(workbe
     wait_for(lambda: all(workbench.task_state(t) == "SUCCESS" for t in task_ids), timeout=60, interval=0.2,
              message="all 20 queued tasks to run after the restart")
     assert workbench.redis().llen("celery") == 0
+
+
+def digits_project_id(data_dir: Path) -> int:
+    from annotate.management.commands.seed_demo import DIGITS_PROJECT
+
+    with sqlite3.connect(data_dir / "workbench.sqlite3") as db:
+        return db.execute("SELECT id FROM annotate_project WHERE name = ?", (DIGITS_PROJECT,)).fetchone()[0]
+
+
+def labelled_digits_upload(data_dir: Path, task_id: str, rows: int) -> Path:
+    """A JSONL file of labelled digits where the upload page would store it for task `task_id`."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = data_dir / "uploads"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{task_id}-labelled.jsonl"
+    path.write_text("".join(
+        json.dumps({"id": f"new-digit-{k}", "pixels": " ".join(str(int(v)) for v in digits.images[k].ravel()),
+                    "label": str(digits.target[k])}) + "\n" for k in range(rows)))
+    return path
+
+
+@pytest.mark.slow
+def test_an_import_and_three_retrains_queued_at_sigterm_all_complete_after_the_restart(workbench, data_dir):
+    import uuid
+
+    workbench.start().wait_ready()
+    broker = workbench.broker()
+    project_id = digits_project_id(data_dir)
+    # Labels first, so the project can be retrained: an import with labels, run to the end.
+    first = str(uuid.uuid4())
+    path = labelled_digits_upload(data_dir, first, 60)
+    broker.send_task("workbench.import_items", task_id=first, queue="long",
+                     kwargs={"project_id": project_id, "path": str(path)})
+    wait_for(lambda: workbench.task_state(first) == "SUCCESS", timeout=120, interval=0.2,
+             message="the labelled import to finish")
+    wait_for(lambda: workbench.redis().llen("celery") == 0, timeout=60, interval=0.2,
+             message="the retrain the labels asked for to be taken")
+    # Both workers stay up but take nothing, so the tasks are still queued when the workbench stops.
+    long_node = NODE_NAME.replace("workbench@", "workbench-long@")
+    assert broker.control.cancel_consumer("celery", destination=[NODE_NAME], reply=True, timeout=5)
+    assert broker.control.cancel_consumer("long", destination=[long_node], reply=True, timeout=5)
+    time.sleep(1.0)  # the retrain the import asked for, if it was still running, ends
+    second = str(uuid.uuid4())
+    path = labelled_digits_upload(data_dir, second, 120)
+    broker.send_task("workbench.import_items", task_id=second, queue="long",
+                     kwargs={"project_id": project_id, "path": str(path), "skip_existing": True})
+    retrains = [broker.send_task("workbench.retrain", kwargs={"project_id": project_id}).id for _ in range(3)]
+    time.sleep(1.0)
+    assert {workbench.task_state(t) for t in [second, *retrains]} == {None}, "nothing ran before the stop"
+
+    assert workbench.stop(timeout=60) == 0
+    workbench.start().wait_ready()
+
+    wait_for(lambda: all(workbench.task_state(t) in ("SUCCESS", "FAILURE") for t in [second, *retrains]),
+             timeout=240, interval=0.5, message="the import and the three retrains to run after the restart")
+    assert [workbench.task_state(t) for t in [second, *retrains]] == ["SUCCESS"] * 4, workbench.stderr()[-4000:]
+    with sqlite3.connect(data_dir / "workbench.sqlite3") as db:
+        labelled = db.execute("SELECT COUNT(*) FROM annotate_annotation WHERE project_id = ?", (project_id,))
+        assert labelled.fetchone()[0] == 120
+    assert not path.exists(), "the upload is deleted once its import ran"

@@ -68,6 +68,26 @@ def test_the_same_request_twice_makes_one_version():
     assert list(ModelVersion.objects.filter(project=project).values_list("number", flat=True)) == [2, 1]
 
 
+def test_an_automatic_retrain_makes_no_version_without_new_labels_but_sees_labels_made_during_training():
+    project = labelled_project()
+    annotator = add_annotator(project)
+    labelled = Annotation.objects.filter(project=project).count()
+
+    def label_during_training(stage, done, total):
+        if stage == "training" and done == 0:  # a label arrives after the labels were read
+            served = queue_next_item(project=project, annotator=annotator)
+            annotation_create(project=project, annotator=annotator, item_id=served.item_id, label="cat")
+
+    first = model_version_train(project_id=project.pk, request_id="a", progress=label_during_training)
+    second = model_version_train(project_id=project.pk, request_id="b", only_new_labels=True)
+    third = model_version_train(project_id=project.pk, request_id="c", only_new_labels=True)
+
+    assert first["status"] == "trained" and first["trained_on"] == labelled
+    assert second["status"] == "trained" and second["trained_on"] == labelled + 1, "the label made during training is new"
+    assert third["status"] == "up_to_date" and third["model_version"] == 2
+    assert ModelVersion.objects.filter(project=project).count() == 2
+
+
 def test_one_class_only_is_skipped_with_a_reason():
     project = make_project(labels=("cat", "dog"))
     add_items(project, ["a", "b"])
@@ -120,33 +140,53 @@ def test_retrain_request_is_made_once_per_n_labels(django_capture_on_commit_call
 
 @pytest.mark.django_db(transaction=True)
 def test_unreachable_broker_keeps_the_label_and_the_retrain_request_which_is_sent_once_it_answers(
-        settings, tmp_path, caplog):
+        settings, caplog):
+    import os
+    from datetime import timedelta
+    from pathlib import Path
+
+    import redis
+    from django.utils import timezone
+
     from learners.models import Work
     from learners.services.work import work_reconcile
     from workbench.celery import _sender
+    from workbench.embedded_redis import EmbeddedRedis
 
     project = make_project(labels=("cat", "dog"), retrain_every=1)
     add_items(project, ["a", "b"])
     annotator = add_annotator(project)
+    # A broker of this test's own, that no worker takes from: what is sent stays there to be counted.
+    server = EmbeddedRedis(Path("/tmp") / f"wb-unreachable-{os.getpid()}" / "redis.sock")
     broker = settings.CELERY_BROKER_URL
-    settings.CELERY_BROKER_URL = f"redis+socket://{tmp_path}/no-redis-here.sock"
+    settings.CELERY_BROKER_URL = f"redis+socket://{server.socket_path}"
     _sender.cache_clear()
     try:
         served = queue_next_item(project=project, annotator=annotator)
         annotation_create(project=project, annotator=annotator, item_id=served.item_id, label="cat")
         assert work_reconcile() == {"handed_on": [], "sent": []}, "still no broker: nothing sent"
+        assert Annotation.objects.filter(project=project).count() == 1
+        assert "could not send retrain of project" in caplog.text
+        work = Work.objects.get(project=project, kind="retrain")
+        assert work.pending_since is not None and work.sent_at is None, "the request is kept, unsent"
+
+        server.start()
+        queued = redis.Redis(unix_socket_path=str(server.socket_path))
+        assert work_reconcile() == {"handed_on": [], "sent": [work.pk]}, "the broker answers: sent, no label needed"
+        work.refresh_from_db()
+        assert work.sent_at is not None and work.requested == 1
+        assert work_reconcile() == {"handed_on": [], "sent": []}, "sent once, not at every sweep"
+        assert queued.llen("celery") == 1
+        # Sent, but not taken for longer than a run may go silent: a Redis crash may have lost it.
+        Work.objects.filter(pk=work.pk).update(sent_at=timezone.now() - timedelta(seconds=settings.WORK_STALE_SECONDS + 1))
+        assert work_reconcile() == {"handed_on": [], "sent": [work.pk]}, "sent again in case the broker lost it"
+        assert work_reconcile() == {"handed_on": [], "sent": []}
+        assert queued.llen("celery") == 2
+        assert work.pk in work_reconcile(startup=True)["sent"], "a starting worker sends every pending request"
     finally:
         settings.CELERY_BROKER_URL = broker
         _sender.cache_clear()
-
-    assert Annotation.objects.filter(project=project).count() == 1
-    assert "could not send retrain of project" in caplog.text
-    work = Work.objects.get(project=project, kind="retrain")
-    assert work.pending_since is not None and work.sent_at is None, "the request is kept, unsent"
-    assert work_reconcile() == {"handed_on": [], "sent": [work.pk]}, "the broker answers: sent, no label needed"
-    work.refresh_from_db()
-    assert work.sent_at is not None and work.requested == 1
-    assert work_reconcile() == {"handed_on": [], "sent": []}, "sent once, not at every sweep"
+        server.stop()
 
 
 # Five tight clusters at the corners and the centre of a square. Only clusters 0 ("a", at 0,0) and

@@ -30,6 +30,7 @@ def _sender() -> Celery:
     sender = Celery("workbench-sender", broker=settings.CELERY_BROKER_URL, set_as_current=False)
     sender.conf.task_publish_retry_policy = settings.CELERY_TASK_PUBLISH_RETRY_POLICY
     sender.conf.broker_connection_retry_on_startup = True
+    sender.conf.task_routes = settings.CELERY_TASK_ROUTES  # long work to its own queue
     return sender
 
 

@@ -190,6 +190,16 @@ CELERY_TASK_TRACK_STARTED = True
 # idempotent for that reason (learners.services.work: a redelivered retrain finds
 # the version it made).
 CELERY_TASK_ACKS_LATE = True
+# Long work on a queue of its own ("long"), so a meta-training, a federated run or a big
+# import never holds up the retrains of small projects on the default queue ("celery").
+# Run a worker for each (make run does; in production `celery -A workbench worker -Q celery`
+# and `-Q long`, any number of each). Federated sites answer on their own `site.<slug>` queues.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+LONG_QUEUE = "long"
+CELERY_TASK_ROUTES = {name: {"queue": LONG_QUEUE} for name in (
+    "workbench.meta_train", "workbench.adapt", "workbench.federated_run",
+    "workbench.import_items", "workbench.export_annotations",
+)}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

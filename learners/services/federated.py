@@ -256,13 +256,22 @@ def federated_run_cancel(run_id: int) -> None:
     FederatedRun.objects.filter(pk=run_id).exclude(status__in=TERMINAL).update(cancel_requested=True)
 
 
-def federated_run_execute(*, run_id: int, progress: Progress | None = None) -> dict:
+def federated_run_execute(*, run_id: int, progress: Progress | None = None, task_id: str = "") -> dict:
     """Run a queued federated run to the end, storing each round as it finishes.
 
     Cancelling is seen before each round. A failure marks the run failed with the error and re-raises.
+    Its task delivered again after its worker was killed (`task_id` is the one the run records) ends
+    the run as failed: its rounds already spent the sites' privacy budget, so it is not run twice.
     """
     with transaction.atomic():
         run = FederatedRun.objects.select_for_update().select_related("federation").get(pk=run_id)
+        if run.status == MetaModelStatus.RUNNING and task_id and run.task_id == task_id:
+            run.status, run.finished_at = MetaModelStatus.FAILED, timezone.now()
+            run.error = ("the worker coordinating this run stopped before it finished; the rounds it stored are "
+                         "kept, the run is not continued (it would spend the sites' privacy budget again): "
+                         "start a new run")
+            run.save(update_fields=["status", "finished_at", "error"])
+            return _run_summary(run) | {"already": True}
         if run.status in TERMINAL or run.status == MetaModelStatus.RUNNING:
             return _run_summary(run) | {"already": True}
         run.status = MetaModelStatus.RUNNING

@@ -180,6 +180,9 @@ def _version_store(project, space, request_id, *, estimator, estimator_name, str
                    train_seconds, progress, meta_model_id=None, on_created=None) -> dict:
     """Score the pool with a fitted estimator, store it as the project's next version and swap the queue order."""
     project_id, seed = project.pk, project.cold_start_seed
+    # The label count when the labels were read, not when the version is stored: labels that
+    # arrived during training are not in this version, so the next retrain must not find it up to date.
+    label_count = project.label_count
     started = time.perf_counter()
     total = Item.objects.filter(project=project, done=False).count()
     scores = pool_score(project=project, space=space, strategy=strategy, estimator=estimator, X_labelled=X,
@@ -204,7 +207,7 @@ def _version_store(project, space, request_id, *, estimator, estimator_name, str
             version = ModelVersion.objects.create(
                 project=project, number=number, request_id=request_id,
                 estimator=estimator_name, query_strategy=strategy.name, featuriser=space.featuriser,
-                trained_on=len(labels), label_count=project.label_count, metrics=metrics,
+                trained_on=len(labels), label_count=label_count, metrics=metrics,
                 artifact=buffer.getvalue(), items_scored=len(scores.item_ids),
                 train_seconds=train_seconds, score_seconds=score_seconds, stop_set=stop_set,
                 meta_model_id=meta_model_id,

@@ -17,7 +17,8 @@ A project has one `learners.models.Work` row per kind (retrain, re-score, featur
   make idempotent (a retrain that committed its version returns that version).
 - `work_reconcile`, at a worker's start and every WORK_SWEEP_SECONDS (the
   `workbench.reconcile` task on Celery beat), re-sends requests whose message never
-  reached the broker (Redis was down) or that a broker restart may have lost, and
+  reached the broker (Redis was down), or was sent more than WORK_STALE_SECONDS ago and
+  not taken (a Redis crash may have lost it; a duplicate returns `coalesced`), and
   turns a run whose heartbeat stopped (its worker died) back into a request.
 
 Importable by web processes: no scikit-learn or torch here.
@@ -32,6 +33,7 @@ from typing import Callable
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -235,8 +237,9 @@ def work_reconcile(*, startup: bool = False) -> dict:
             row.save()
             handed_on.append(row.pk)
     unsent = Work.objects.filter(pending_since__isnull=False, running_since__isnull=True)
-    if not startup:
-        unsent = unsent.filter(sent_at__isnull=True)
+    if not startup:  # never sent, or sent so long ago that the broker may have lost it (a Redis crash)
+        lost = now - timedelta(seconds=settings.WORK_STALE_SECONDS)
+        unsent = unsent.filter(Q(sent_at__isnull=True) | Q(sent_at__lt=lost))
     for work_id in unsent.values_list("pk", flat=True):
         if _send(work_id, "sent again by the reconciler"):
             sent.append(work_id)

@@ -1,4 +1,7 @@
-"""manage.py runworkbench: embedded Redis (unless REDIS_URL), one Celery worker and the web server, kept running.
+"""manage.py runworkbench: embedded Redis (unless REDIS_URL), two Celery workers and the web server, kept running.
+
+One worker takes the default queue (retrains, re-scoring, featurising) and runs Celery
+beat; the other takes the long queue (meta-training, federated runs, imports, exports).
 
 A child that exits without being asked to is started again, with a line on stderr
 naming how it ended: the embedded Redis first (its append-only file brings the
@@ -36,6 +39,7 @@ WEB_STOP_S = 20.0
 WEB_GRACEFUL_S = 15  # gunicorn's own wait for requests in flight, inside WEB_STOP_S
 # Other code finds the jobs a dead worker left running by this name, so it is the same after a restart.
 WORKER_NODE_NAME = "workbench@%h"
+LONG_WORKER_NODE_NAME = "workbench-long@%h"
 
 
 class RestartPolicy:
@@ -169,7 +173,7 @@ class SupervisedRedis(Supervised):
 
 
 class Command(BaseCommand):
-    help = "Run the workbench: embedded Redis when REDIS_URL is unset, a Celery worker and gunicorn, restarted if they die."
+    help = "Run the workbench: embedded Redis when REDIS_URL is unset, two Celery workers (default and long queue) and gunicorn, restarted if they die."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -189,10 +193,19 @@ class Command(BaseCommand):
 
         bin_dir = os.path.dirname(sys.executable)
         redis_child = SupervisedRedis(EmbeddedRedis(settings.EMBEDDED_REDIS_SOCKET)) if settings.EMBEDDED_REDIS else None
+        worker_stop = [(signal.SIGTERM, WORKER_FINISH_S), (signal.SIGQUIT, WORKER_RETURN_S)]
+        # Retrains, re-scoring and featurising, with Celery beat inside (-B: the periodic
+        # workbench.reconcile); long work on a worker of its own, so it never holds them up.
         worker = Supervised("celery worker", [
-            os.path.join(bin_dir, "celery"), "-A", "workbench", "worker",
+            os.path.join(bin_dir, "celery"), "-A", "workbench", "worker", "-B",
             "--loglevel", "INFO", "--concurrency", "1", "--hostname", WORKER_NODE_NAME,
-        ], stop_signals=[(signal.SIGTERM, WORKER_FINISH_S), (signal.SIGQUIT, WORKER_RETURN_S)])
+            "--queues", settings.CELERY_TASK_DEFAULT_QUEUE,
+        ], stop_signals=worker_stop)
+        long_worker = Supervised("celery worker for long work", [
+            os.path.join(bin_dir, "celery"), "-A", "workbench", "worker",
+            "--loglevel", "INFO", "--concurrency", "1", "--hostname", LONG_WORKER_NODE_NAME,
+            "--queues", settings.LONG_QUEUE,
+        ], stop_signals=worker_stop)
         web = Supervised("gunicorn", [
             os.path.join(bin_dir, "gunicorn"), "workbench.wsgi",
             "--bind", f"{options['host']}:{options['port']}",
@@ -200,7 +213,7 @@ class Command(BaseCommand):
             "--worker-class", "gthread", "--access-logfile", "-", "--graceful-timeout", str(WEB_GRACEFUL_S),
         ], stop_signals=[(signal.SIGTERM, WEB_STOP_S)])
         # Redis first: the others need it, at start and after it was restarted.
-        children = [child for child in (redis_child, worker, web) if child is not None]
+        children = [child for child in (redis_child, worker, long_worker, web) if child is not None]
         failure = None
         try:
             for child in children:
