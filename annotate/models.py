@@ -115,6 +115,7 @@ class Budget(models.Model):
 
 
 class ImportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"  # accepted from an upload; its task not started yet
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"

@@ -22,7 +22,7 @@ from annotate.selectors import queue_status as queue_status_read
 from annotate.services.exporting import annotations_export
 from annotate.services.import_readers import detect_format, rows_estimate
 from annotate.services.importing import ImportFailed, import_file, import_jobs_running_fail, json_kind
-from annotate.services.uploads import import_jobs_orphaned_fail, upload_discarded_after
+from annotate.services.uploads import import_jobs_orphaned_fail, imports_reconcile, upload_discarded_after
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,10 @@ class WorkbenchTask(Task):
 def _import_jobs_orphaned_fail(sender, **kwargs) -> None:
     """A restarted worker ends the imports its killed process left "running" (annotate.services.uploads)."""
     import_jobs_orphaned_fail(worker=sender.hostname)
+    try:
+        imports_reconcile()  # accepted imports whose message a broker restart lost
+    except Exception:  # never keep a worker from starting; the periodic sweep tries again
+        logger.exception("could not reconcile accepted imports at start")
 
 
 def _project(project_id: int) -> Project:

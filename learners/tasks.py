@@ -83,8 +83,11 @@ def score_pool(self, *, project_id: int, request_id: str | None = None) -> dict:
 
 @shared_task(base=WorkbenchTask, name="workbench.reconcile")
 def reconcile(*, startup: bool = False) -> dict:
-    """Re-send background work the database says is due and the broker does not hold (Celery beat sends it)."""
-    return work_reconcile(startup=startup)
+    """Re-send background work the database says is due and the broker does not hold (Celery beat sends it):
+    retrains, re-scoring and featurising (learners.services.work), accepted imports (annotate.services.uploads)."""
+    from annotate.services.uploads import imports_reconcile
+
+    return work_reconcile(startup=startup) | imports_reconcile()
 
 
 @shared_task(bind=True, base=WorkbenchTask, name="workbench.meta_train")

@@ -32,7 +32,7 @@ from annotate.services.importing import import_items
 from annotate.services.queue import queue_next_item
 from learners.models import ModelVersion, Work
 from learners.services.training import featurise_and_order
-from tests.conftest import ROOT, WorkerProcess, wait_for, worker_env
+from tests.conftest import ROOT, wait_for, worker_env
 from tests.factories import add_annotator, make_project
 from workbench.embedded_redis import EmbeddedRedis
 

@@ -49,6 +49,20 @@ def enqueue(name: str, *, task_id: str | None = None, **kwargs) -> str:
     return sent
 
 
+def broker_holds(task_ids: set[str]) -> set[str]:
+    """Those of `task_ids` whose message Redis holds: queued (default and long queue) or delivered, not acknowledged."""
+    if not task_ids:
+        return set()
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    blobs = [blob for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.LONG_QUEUE)
+             for blob in client.lrange(queue, 0, -1)]
+    blobs += client.hvals("unacked")  # kombu's Redis transport keeps delivered messages here until acked
+    return {task_id for task_id in task_ids if any(task_id.encode() in blob for blob in blobs)}
+
+
 def task_state(task_id: str) -> tuple[str, object]:
     """(state, result or progress meta) of a task, read once from the result backend.
 

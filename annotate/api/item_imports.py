@@ -109,7 +109,7 @@ def upload_import(request, project: Project) -> Response:
     except WorkbenchError as exc:
         return Response({"file": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     try:
-        task_id = upload_import_enqueue(
+        task_id = upload_import_enqueue(user=request.user,
             project=project, upload=upload, file_format=file_format,
             skip_bad_rows=data.validated_data["skip_bad_rows"], skip_existing=data.validated_data["skip_existing"],
         )

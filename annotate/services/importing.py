@@ -411,10 +411,12 @@ def import_items(
     ImportFailed
         With every error (up to 100) naming its row or line.
     """
-    job = ImportJob.objects.create(
-        project=project, source_name=source_name[:255], file_format=file_format, task_id=task_id or "",
-        options={"skip_bad_rows": skip_bad_rows, "skip_existing": skip_existing}, created_by=user,
-    )
+    job = _queued_job_start(task_id) if task_id else None  # accepted from an upload: its job runs now
+    if job is None:
+        job = ImportJob.objects.create(
+            project=project, source_name=source_name[:255], file_format=file_format, task_id=task_id or "",
+            options={"skip_bad_rows": skip_bad_rows, "skip_existing": skip_existing}, created_by=user,
+        )
     if task_id:  # a job of this task still running is a run whose worker died; its message came again
         import_jobs_running_fail(
             ImportJob.objects.filter(task_id=task_id).exclude(pk=job.pk),
@@ -471,6 +473,16 @@ def _finish(job: ImportJob, report: ImportReport, error_count: int) -> None:
         rows_skipped=report.rows_skipped, labels_imported=report.labels_imported,
         errors=errors, finished_at=timezone.now(),
     )
+
+
+def _queued_job_start(task_id: str) -> ImportJob | None:
+    """The job queued for `task_id`, now running; None when there is none (or another delivery took it)."""
+    job = ImportJob.objects.filter(task_id=task_id, status=ImportStatus.QUEUED).first()
+    if job is None or not ImportJob.objects.filter(pk=job.pk, status=ImportStatus.QUEUED).update(
+            status=ImportStatus.RUNNING):
+        return None
+    job.status = ImportStatus.RUNNING
+    return job
 
 
 def import_jobs_running_fail(jobs: QuerySet[ImportJob], message: str) -> int:

@@ -4,6 +4,12 @@ delete it when the import is over, and end jobs whose worker died.
 The upload page and the REST API both come through here, so a client never
 names a server-side path and the worker only ever sees paths under UPLOAD_DIR.
 
+An accepted upload is an ImportJob `queued` from the moment it is answered 202 (with
+the task's arguments), and becomes that task's running job when a worker starts it.
+`imports_reconcile` (Celery beat's sweep and each worker's start) sends an accepted
+import again when the broker lost its message (a Redis crash), and deletes uploads that
+no import will read.
+
 An upload is kept until its import ends, succeeded or failed (`upload_discarded_after`);
 a worker killed mid-import leaves it, since the task's message is then delivered again
 (CELERY_TASK_ACKS_LATE) and the new run needs the file. Such a run leaves its ImportJob
@@ -39,10 +45,12 @@ _LOST = "nothing was imported; upload the file again"
 
 
 def upload_import_enqueue(*, project: Project, upload, file_format: str, skip_bad_rows: bool,
-                          skip_existing: bool) -> str:
-    """Store `upload` (a Django UploadedFile) and send `workbench.import_items` for it; the task id.
+                          skip_existing: bool, user=None) -> str:
+    """Store `upload` (a Django UploadedFile), record it as a queued ImportJob and send `workbench.import_items`
+    for it; the task id.
 
-    Raises kombu's OperationalError when the broker cannot be reached; the stored file is removed then.
+    Raises kombu's OperationalError when the broker cannot be reached; the stored file and the job are
+    removed then (nothing was accepted).
     """
     task_id = str(uuid.uuid4())
     # The client's file name only decorates ours (for the job list), stripped to safe characters.
@@ -52,13 +60,83 @@ def upload_import_enqueue(*, project: Project, upload, file_format: str, skip_ba
     with path.open("wb") as out:
         for chunk in upload.chunks():
             out.write(chunk)
+    job = ImportJob.objects.create(
+        project=project, source_name=path.name, file_format=file_format, task_id=task_id, status=ImportStatus.QUEUED,
+        options={"skip_bad_rows": skip_bad_rows, "skip_existing": skip_existing, "path": str(path)},
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
     try:
-        enqueue("workbench.import_items", task_id=task_id, project_id=project.pk, path=str(path),
-                format=file_format, skip_bad_rows=skip_bad_rows, skip_existing=skip_existing)
+        _import_send(job)
     except OperationalError:
+        job.delete()
         path.unlink(missing_ok=True)
         raise
     return task_id
+
+
+def _import_send(job: ImportJob) -> None:
+    enqueue("workbench.import_items", task_id=job.task_id, project_id=job.project_id, path=job.options["path"],
+            format=job.file_format, skip_bad_rows=bool(job.options.get("skip_bad_rows")),
+            skip_existing=bool(job.options.get("skip_existing")))
+
+
+def imports_reconcile() -> dict:
+    """Send again the accepted imports whose message the broker lost; delete uploads no import will read.
+
+    Only what has waited WORK_STALE_SECONDS: a queued job whose task the broker does not hold
+    (not queued, not delivered) and the result store does not know is sent again with the same
+    task id; one whose upload is gone ends failed. An upload file of a task with no queued or
+    running job, that the broker does not hold and no worker runs, is deleted.
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workbench.celery import broker_holds, task_state
+
+    old = timezone.now() - timedelta(seconds=settings.WORK_STALE_SECONDS)
+    queued = list(ImportJob.objects.filter(status=ImportStatus.QUEUED, created_at__lt=old).exclude(task_id=""))
+    stored = _old_uploads(old.timestamp())
+    held = broker_holds({job.task_id for job in queued} | set(stored))
+    sent, failed, removed = [], [], []
+    for job in queued:
+        if job.task_id in held or task_state(job.task_id)[0] != "PENDING":
+            continue
+        if not Path(job.options.get("path", "")).is_file():
+            if ImportJob.objects.filter(pk=job.pk, status=ImportStatus.QUEUED).update(
+                    status=ImportStatus.FAILED, finished_at=timezone.now(),
+                    errors=[f"the uploaded file of this import is gone; {_LOST}"]):
+                failed.append(job.pk)
+            continue
+        try:
+            _import_send(job)
+        except OperationalError as exc:
+            logger.error("could not send import job %s again: %s", job.pk, exc)
+            break
+        logger.warning("import job %s (task %s): the broker had lost its message; sent again", job.pk, job.task_id)
+        sent.append(job.pk)
+    live = set(ImportJob.objects.filter(task_id__in=list(stored), status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING])
+               .values_list("task_id", flat=True))
+    for task_id, paths in stored.items():
+        if task_id in live or task_id in held or task_state(task_id)[0] in _UNFINISHED - {"PENDING"}:
+            continue
+        for path in paths:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+            logger.warning("deleted upload %s: no import will read it", path.name)
+    return {"imports_sent": sent, "imports_failed": failed, "uploads_removed": removed}
+
+
+def _old_uploads(before: float) -> dict[str, list[Path]]:
+    """Upload files last written before `before` (a timestamp), by task id."""
+    found: dict[str, list[Path]] = {}
+    if not settings.UPLOAD_DIR.is_dir():
+        return found
+    for path in settings.UPLOAD_DIR.iterdir():
+        match = _TASK_ID.match(path.name)
+        if match and path.name[match.end():match.end() + 1] == "-" and path.is_file() and path.stat().st_mtime < before:
+            found.setdefault(match.group(0), []).append(path)
+    return found
 
 
 def upload_discard(*, task_id: str) -> list[Path]:

@@ -34,7 +34,7 @@ def import_upload(request, project):
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            task_id = upload_import_enqueue(
+            task_id = upload_import_enqueue(user=request.user,
                 project=project, upload=form.cleaned_data["file"], file_format=form.cleaned_data["format"],
                 skip_bad_rows=form.cleaned_data["skip_bad_rows"], skip_existing=form.cleaned_data["skip_existing"],
             )
@@ -56,7 +56,7 @@ def import_status(request, project, task_id: str):
         job = import_job_settle(job=job, state=state, result=result)
     info = result if isinstance(result, dict) else {}
     failure = str(result) if state == "FAILURE" else None
-    finished = job is not None and job.status != "running"
+    finished = job is not None and job.status not in ("queued", "running")
     return render(request, "annotate/import_status.html", {
         "project": project, "job": job, "state": state, "info": info, "failure": failure,
         "finished": finished or state == "FAILURE",

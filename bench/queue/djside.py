@@ -310,6 +310,26 @@ def cmd_web_setup(args) -> None:
     emit({"project_id": project.pk, "username": user.username, "password": password})
 
 
+def cmd_retrain_every(args) -> None:
+    """Set the project's retrain cadence (the retrain phase turns the default of 10 back on)."""
+    from annotate.models import Project
+
+    Project.objects.filter(pk=args.project).update(retrain_every=args.every)
+    emit({"project_id": args.project, "retrain_every": args.every})
+
+
+def cmd_versions(args) -> None:
+    """The project's model versions: how many, and each one's labels, train/score/swap seconds."""
+    from learners.models import ModelVersion
+
+    rows = list(ModelVersion.objects.filter(project_id=args.project).order_by("number")
+                .values("number", "trained_on", "train_seconds", "score_seconds", "metrics", "created_at"))
+    emit({"count": len(rows), "versions": [
+        {"number": r["number"], "trained_on": r["trained_on"], "train_s": r["train_seconds"],
+         "score_s": r["score_seconds"], "swap_s": (r["metrics"] or {}).get("swap_seconds"),
+         "created_at": r["created_at"].isoformat()} for r in rows]})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,9 +352,15 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=30)
     p.add_argument("--warm", type=int, default=3)
     sub.add_parser("web-setup")
+    p = sub.add_parser("retrain-every")
+    p.add_argument("--project", type=int, required=True)
+    p.add_argument("--every", type=int, required=True)
+    p = sub.add_parser("versions")
+    p.add_argument("--project", type=int, required=True)
     args = parser.parse_args()
     {"setup": cmd_setup, "web-setup": cmd_web_setup, "import": cmd_import, "train": cmd_train, "vacuum": cmd_vacuum,
-     "verify": cmd_verify, "explain": cmd_explain, "inprocess": cmd_inprocess}[args.command](args)
+     "verify": cmd_verify, "explain": cmd_explain, "inprocess": cmd_inprocess,
+     "retrain-every": cmd_retrain_every, "versions": cmd_versions}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -158,8 +158,25 @@ def evaluate(results: dict) -> tuple[list[dict], list[str]]:
         db_dup = leg["verify"]["items_served_to_2plus_annotators_db"]
         add("zero duplicates (overlap 1)", where, f"{dup} served / {db_dup} in DB", dup == 0 and db_dup == 0,
             f"{where}: {dup} items were served to more than one annotator ({db_dup} by the assignment rows).")
-        lost = sum(p["lost"] for p in leg["phases"])
-        created = sum(p["created_201"] for p in leg["phases"])
+        retrain = leg.get("retrain_phase")
+        if retrain:
+            base, during = many["next_ms"]["p99"], retrain["next_ms"]["p99"]
+            swaps = [v["swap_s"] for v in retrain["versions"] if v.get("swap_s") is not None]
+            detail = (f"{retrain['versions_during_phase']} versions were made during the phase "
+                      f"({retrain['retrains_requested']} retrains fell due, every {retrain['retrain_every']} labels), "
+                      f"queue swaps {min(swaps, default=0):.2f}-{max(swaps, default=0):.2f} s under the write lock")
+            add("retrains running: next-item p99 <= 2x phase 2", where, f"{during:.0f} vs {base:.0f} ms",
+                during is not None and base is not None and during <= 2 * base,
+                f"{where}: with retrains running the next-item p99 was {during:.0f} ms against {base:.0f} ms "
+                f"without ({during / base:.1f}x, target 2x); {detail}.")
+            rate, base_rate = retrain["cycles_per_s"], many["cycles_per_s"]
+            add("retrains running: cycles/s >= 80% of phase 2", where, f"{rate:.1f} vs {base_rate:.1f}/s",
+                rate is not None and base_rate is not None and rate >= 0.8 * base_rate,
+                f"{where}: with retrains running {annotators} annotators did {rate:.1f} cycles/s against "
+                f"{base_rate:.1f} without ({rate / base_rate:.0%}, target 80%); {detail}.")
+        phases = leg["phases"] + ([retrain] if retrain else [])
+        lost = sum(p["lost"] for p in phases)
+        created = sum(p["created_201"] for p in phases)
         add("zero annotations lost", where, f"{lost} of {created:,}", lost == 0,
             f"{where}: {lost} of {created} annotations answered 201 are not in the database.")
         rate = leg["import"]["rows_per_s"]
@@ -283,7 +300,9 @@ def render(results: dict, server_memory: dict | None = None) -> str:
       "shared by gunicorn, the database, Redis and the client processes, and other work may run at the same time.")
     w(f"- **Workload:** {', '.join(_n(n) for n in settings['items'])} items, all scored by the model; "
       f"{settings['cycles']} cycles per annotator; phase 1 = 1 annotator, phase 2 = {annotators} annotators "
-      f"at once (own user, token, process); overlap 1; no retrain during the HTTP phases.")
+      f"at once (own user, token, process); overlap 1; no retrain during phases 1 and 2; the retrain phase "
+      f"repeats phase 2 with new annotators, retrain_every = {settings.get('retrain_every', 10)} and one Celery "
+      f"worker retraining (when the results have it).")
     for skipped in results.get("skipped", []):
         w(f"- **Skipped:** {skipped}")
     for leg in results["legs"]:

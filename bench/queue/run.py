@@ -544,6 +544,52 @@ def run_phase(name: str, server: Gunicorn, monitor: ServerMonitor, project_id: i
     }
 
 
+def retrain_phase(leg_name: str, server: "Gunicorn", monitor: "ServerMonitor", project_id: int, users: list[dict],
+                  args, backend: str, redis_pid: int | None, locks: "LockWatcher", env: dict, data_dir: Path,
+                  log_file: Path) -> dict:
+    """Phase 2 again with retrains running: retrain_every back at its default and a Celery worker, as
+    `make run` has one. The same annotators' count, fresh users."""
+    djside("retrain-every", "--project", str(project_id), "--every", str(args.retrain_every), env=env,
+           log_file=log_file)
+    before, _, _ = djside("versions", "--project", str(project_id), env=env, log_file=log_file)
+    worker_log = data_dir / "worker.log"
+    worker = subprocess.Popen(
+        [str(BIN / "celery"), "-A", "workbench", "worker", "--loglevel", "INFO", "--concurrency", "1",
+         "--queues", "celery", "--hostname", "bench@%h", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "ready." not in worker_log.read_text():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the benchmark's worker did not start; see {worker_log}")
+            time.sleep(0.2)
+        log(f"{leg_name}: retrain phase ({len(users)} annotators x {args.cycles} cycles, "
+            f"retrain every {args.retrain_every} labels, one worker)")
+        began = dt.datetime.now(dt.timezone.utc)
+        phase = run_phase(f"{len(users)} annotators, retrains running", server, monitor, project_id, users,
+                          args.cycles, backend, redis_pid, locks)
+        ended = dt.datetime.now(dt.timezone.utc)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=120)  # a retrain in progress finishes first
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    after, _, _ = djside("versions", "--project", str(project_id), env=env, log_file=log_file)
+    made = after["versions"][before["count"]:]
+    during = [v for v in made if began <= dt.datetime.fromisoformat(v["created_at"]) <= ended]
+    phase["retrain_every"] = args.retrain_every
+    phase["versions_made"] = len(made)
+    phase["versions_during_phase"] = len(during)
+    phase["versions"] = made
+    phase["retrains_requested"] = phase["created_201"] // args.retrain_every
+    log(f"{leg_name}: retrain phase next p50/p99 {phase['next_ms']['p50']:.1f}/{phase['next_ms']['p99']:.1f} ms, "
+        f"{phase['cycles_per_s']:.1f} cycles/s; {len(during)} versions made during it "
+        f"({phase['retrains_requested']} retrains fell due), swaps {[v['swap_s'] for v in made]} s")
+    return phase
+
+
 # --- backends ---------------------------------------------------------------
 
 def postgres_available() -> tuple[bool, str]:
@@ -606,7 +652,7 @@ def run_leg(backend: str, n_items: int, csv_info: dict, args) -> dict:
 
         _, seconds, _ = run_child([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], env, log_file, "migrate")
         leg["migrate_s"] = seconds
-        users_wanted = 1 + args.annotators
+        users_wanted = 1 + 2 * args.annotators  # phase 1, phase 2, the retrain phase
         setup, _, _ = djside("setup", "--annotators", str(users_wanted), env=env, log_file=log_file)
         project_id = setup["project_id"]
         leg["project"] = {k: setup[k] for k in ("project_id", "retrain_every", "overlap", "labels", "vendor")}
@@ -661,11 +707,15 @@ def run_leg(backend: str, n_items: int, csv_info: dict, args) -> dict:
         log(f"{leg_name}: phase 1 next p50/p99 {phase1['next_ms']['p50']:.1f}/{phase1['next_ms']['p99']:.1f} ms, "
             f"{phase1['cycles_per_s']:.1f} cycles/s")
         log(f"{leg_name}: phase 2 ({args.annotators} annotators x {args.cycles} cycles)")
-        phase2 = run_phase(f"{args.annotators} annotators", server, monitor, project_id, users[1:], args.cycles,
-                           backend, redis_pid, locks)
-        locks.stop_event.set()
+        phase2 = run_phase(f"{args.annotators} annotators", server, monitor, project_id,
+                           users[1:1 + args.annotators], args.cycles, backend, redis_pid, locks)
         log(f"{leg_name}: phase 2 next p50/p99 {phase2['next_ms']['p50']:.1f}/{phase2['next_ms']['p99']:.1f} ms, "
             f"{phase2['cycles_per_s']:.1f} cycles/s, duplicates {phase2['duplicates']}")
+        phase3 = None
+        if args.retrain_every:
+            phase3 = retrain_phase(leg_name, server, monitor, project_id, users[1 + args.annotators:], args,
+                                   backend, redis_pid, locks, env, data_dir, log_file)
+        locks.stop_event.set()
         leg["server_peak_rss_kib"] = monitor.peak_kib
         leg["server_rss_samples"] = monitor.samples
         monitor.stop_event.set()
@@ -677,13 +727,15 @@ def run_leg(backend: str, n_items: int, csv_info: dict, args) -> dict:
                                 env=env, log_file=log_file)
         leg["verify"] = verified
         served_by: dict[int, set[str]] = {}
-        for phase in (phase1, phase2):
+        for phase in (phase1, phase2, *([phase3] if phase3 else [])):
             for username, items in phase.pop("_served").items():
                 for item_id in items:
                     served_by.setdefault(item_id, set()).add(username)
             phase["db_annotations"] = sum(verified["annotations_by_user"].get(u, 0) for u in phase["created_by_user"])
             phase["lost"] = phase["created_201"] - phase["db_annotations"]
         leg["phases"] = [phase1, phase2]
+        if phase3:
+            leg["retrain_phase"] = phase3
         leg["duplicates_all_phases"] = sum(1 for who in served_by.values() if len(who) > 1)
         explained, _, _ = djside("explain", "--project", str(project_id), "--user", users[1]["username"],
                                  env=env, log_file=log_file)
@@ -742,6 +794,9 @@ def parse_args(argv=None):
     parser.add_argument("--cycles", type=int, default=200, help="cycles per annotator (default %(default)s)")
     parser.add_argument("--annotators", type=int, default=8, help="annotators in phase 2 (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=200, help="seed labels in the CSV (default %(default)s)")
+    parser.add_argument("--retrain-every", type=int, default=10,
+                        help="retrain phase: labels per retrain, with a worker running (0: no retrain phase; "
+                             "default %(default)s, the project default)")
     parser.add_argument("--results-dir", default=str(HERE),
                         help="where results.json and RESULTS.md go (default: bench/queue)")
     parser.add_argument("--keep", action="store_true", help="keep the databases after the run")
@@ -782,7 +837,7 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "machine": machine(),
         "settings": {"items": args.items, "backends": args.backends, "cycles": args.cycles,
-                     "annotators": args.annotators, "seeds": args.seeds},
+                     "annotators": args.annotators, "seeds": args.seeds, "retrain_every": args.retrain_every},
         "targets": report.TARGETS, "reference": report.REFERENCE,
         "legs": [], "skipped": [], "code": code_version(),
     }
