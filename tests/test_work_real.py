@@ -70,6 +70,14 @@ def task_state(task_id: str) -> str | None:
     return read(task_id)[0]
 
 
+def worker_start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    """A `celery worker` in a process group of its own: its pool and its beat (-B) are children that
+    outlive a SIGKILLed parent, and stop_process ends them all."""
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "workbench", "worker", *args], cwd=ROOT,
+                            env=worker_env(**env), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
 def stop_process(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
@@ -78,18 +86,19 @@ def stop_process(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # whatever of its group is left (a beat child)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def test_pool_process_killed_mid_retrain_is_delivered_again_and_makes_one_version():
     project, gold = digits_project(1500, retrain_every=100_000, estimator="mlp")
     label(project, add_annotator(project), gold, 300)
     log = settings.DATA_DIR / "work-kill.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workbench", "worker", "--pool", "prefork", "--concurrency", "1",
-         "--loglevel", "INFO", "--queues", "work-kill", "--hostname", "work-kill@%h",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
+    worker = worker_start(["--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO", "--queues", "work-kill",
+                           "--hostname", "work-kill@%h", "--without-gossip", "--without-mingle",
+                           "--without-heartbeat"], log)
     try:
         wait_for(lambda: "ready." in log.read_text() or worker.poll() is not None, timeout=60,
                  message="the prefork worker to start")
@@ -206,13 +215,10 @@ def test_redis_down_when_the_tenth_label_arrives_retrains_once_it_is_back(settin
     worker = None
     broker = settings.CELERY_BROKER_URL
     try:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workbench", "worker", "-B", "--pool", "solo",
-             "--loglevel", "INFO", "--hostname", "work-down@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "--schedule", str(tmp_path / "beat-schedule")],
-            cwd=ROOT, env=worker_env(REDIS_URL=url, WORKBENCH_WORK_SWEEP_SECONDS="2"),
-            stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )
+        worker = worker_start(["-B", "--pool", "solo", "--loglevel", "INFO", "--hostname", "work-down@%h",
+                               "--without-gossip", "--without-mingle", "--without-heartbeat",
+                               "--schedule", str(tmp_path / "beat-schedule")],
+                              log, REDIS_URL=url, WORKBENCH_WORK_SWEEP_SECONDS="2")
         wait_for(lambda: "ready." in log.read_text() or worker.poll() is not None, timeout=60,
                  message="the worker to start")
         settings.CELERY_BROKER_URL = "redis+socket://" + str(redis_server.socket_path)
@@ -250,17 +256,17 @@ def test_a_whole_worker_killed_mid_retrain_is_handed_on_when_its_heartbeat_stops
     visibility timeout, an hour); the run's heartbeat stops and the sweep requests the retrain again."""
     project, gold = digits_project(1500, retrain_every=100_000, estimator="mlp")
     label(project, add_annotator(project), gold, 300)
-    fast = {"WORKBENCH_WORK_HEARTBEAT_SECONDS": "1", "WORKBENCH_WORK_STALE_SECONDS": "4",
+    # Stale after 12 s: longer than the default 10 s heartbeat of the session's worker, which may take
+    # the handed-on retrain from the default queue (every worker of a deployment shares these settings).
+    fast = {"WORKBENCH_WORK_HEARTBEAT_SECONDS": "1", "WORKBENCH_WORK_STALE_SECONDS": "12",
             "WORKBENCH_WORK_SWEEP_SECONDS": "1"}
 
     def start(name: str, queues: str) -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"{name}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workbench", "worker", "-B", "--pool", "solo",
-             "--loglevel", "INFO", "--queues", queues, "--hostname", f"{name}@%h", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--schedule", str(tmp_path / "beat-schedule")],
-            cwd=ROOT, env=worker_env(**fast), stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )
+        process = worker_start(["-B", "--pool", "solo", "--loglevel", "INFO", "--queues", queues,
+                                "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
+                                "--without-heartbeat", "--schedule", str(tmp_path / "beat-schedule")],
+                               log, **fast)
         wait_for(lambda: "ready." in log.read_text() or process.poll() is not None, timeout=60,
                  message=f"worker {name} to start")
         return process, log
@@ -271,7 +277,7 @@ def test_a_whole_worker_killed_mid_retrain_is_handed_on_when_its_heartbeat_stops
         sender = Celery(broker=settings.CELERY_BROKER_URL, set_as_current=False)
         task_id = sender.send_task("workbench.retrain", kwargs={"project_id": project.pk}, queue="work-whole").id
         wait_for(lambda: task_state(task_id) == "PROGRESS", timeout=120, interval=0.01, message="the retrain to start")
-        first.kill()
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its beat: nothing of it is left to notice
         first.wait()
         assert not ModelVersion.objects.filter(project=project).exists()
         killed = time.monotonic()
@@ -280,6 +286,7 @@ def test_a_whole_worker_killed_mid_retrain_is_handed_on_when_its_heartbeat_stops
         version = wait_for(lambda: ModelVersion.objects.filter(project=project).first(), timeout=120, interval=0.2,
                            message="the retrain to be handed on and run")
         print(f"version made {time.monotonic() - killed:.1f} s after the worker was killed")
+        wait_for(lambda: retrain_idle(project), timeout=30, message="the handed-on run to finish")
         assert version.trained_on == 300 and ModelVersion.objects.filter(project=project).count() == 1
         work = Work.objects.get(project=project, kind="retrain")
         assert work.running_since is None and work.outcome == "trained"
