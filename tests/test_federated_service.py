@@ -98,6 +98,23 @@ def test_in_process_run_stores_every_round_with_its_audit_and_epsilon():
 
 
 @pytest.mark.django_db
+def test_a_run_whose_task_is_delivered_again_while_running_ends_failed_and_runs_no_round():
+    federation = create(site_projects())
+    run = federated_run_create(federation_id=federation.pk, rounds=3)
+    # As its worker left it when killed mid-run: running, under the task that is now delivered again.
+    FederatedRun.objects.filter(pk=run.pk).update(status="running", task_id="task-1")
+
+    other = federated_run_execute(run_id=run.pk, task_id="task-2")  # another task: the run is someone else's
+    assert other["already"] is True and FederatedRun.objects.get(pk=run.pk).status == "running"
+    again = federated_run_execute(run_id=run.pk, task_id="task-1")
+
+    run.refresh_from_db()
+    assert again["already"] is True and run.status == "failed" and run.finished_at is not None
+    assert "would spend the sites' privacy budget again" in run.error
+    assert FederatedRound.objects.filter(run=run).count() == 0, "no round was run again"
+
+
+@pytest.mark.django_db
 def test_cancelled_run_stops_before_its_next_round():
     federation = create(site_projects())
     run = federated_run_create(federation_id=federation.pk, rounds=50)
