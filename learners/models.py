@@ -162,7 +162,8 @@ class Federation(models.Model):
     which strategy combines updates, which backend carries them, and the privacy layers.
     """
 
-    BACKENDS = [("inprocess", "in-process simulation"), ("celery", "Celery queue per site")]
+    BACKENDS = [("inprocess", "in-process simulation"), ("celery", "Celery queue per site"),
+                ("flower", "Flower SuperLink and a SuperNode per site")]
     MODES = [("sync", "synchronous rounds"), ("async", "asynchronous (buffered, FedBuff)")]
 
     name = models.CharField(max_length=200, unique=True)
@@ -181,11 +182,21 @@ class Federation(models.Model):
     buffer_size = models.PositiveIntegerField(default=2, help_text="Asynchronous mode: aggregate every K arrivals.")
     sites_per_round = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: every site.")
     timeout_seconds = models.FloatField(default=120.0, help_text="A site that has not answered by then drops out.")
-    min_updates = models.PositiveIntegerField(default=1)
+    min_updates = models.PositiveIntegerField(default=2, help_text="A round with fewer updates changes nothing. "
+                                              "Below 2 needs allow_single_site.")
+    allow_single_site = models.BooleanField(default=False, help_text="Allow rounds aggregated from one site's "
+                                            "update alone (the coordinator then sees that site's update as is).")
     secure_aggregation = models.BooleanField(default=False)
     # {} for none, else {"clip_norm", "noise_multiplier", "delta", "mode": "site"|"coordinator"}
     privacy = models.JSONField(default=dict, blank=True)
     compression = models.CharField(max_length=8, default="none", choices=[("none", "none"), ("int8", "8-bit")])
+    # The coordinator's Ed25519 key for this federation (learners.federated.identity): requests to Celery
+    # sites are signed with it; each site's offer names the public half.
+    signing_key = models.CharField(max_length=64, blank=True, editable=False)
+    public_key = models.CharField(max_length=64, blank=True, editable=False)
+    # Flower: the SuperLink's Control API address, and its CA certificate (empty: --insecure, tests only).
+    flower_address = models.CharField(max_length=200, blank=True)
+    flower_root_certificates = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -193,14 +204,15 @@ class Federation(models.Model):
 
 
 class FederationSite(models.Model):
-    """A member site. In-process: a project of this workbench holds its labels. Celery: a separate
-    deployment whose worker consumes queue ``site.<slug>`` and holds the project ``remote_project_id``."""
+    """A member site. In-process: a project of this workbench holds its labels. Celery and Flower: a
+    separate deployment that offered one of its projects to this federation (`SiteOffer`, at the site);
+    the coordinator names the federation, never a project of the site. Celery sites consume queue
+    ``site.<slug>``; a Flower site answers the hello with its slug."""
 
     federation = models.ForeignKey(Federation, on_delete=models.CASCADE, related_name="sites")
     slug = models.SlugField(max_length=50)
     region = models.CharField(max_length=50, blank=True, help_text="Regional aggregator; empty: report directly.")
     project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    remote_project_id = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["federation", "slug"], name="federation_site_slug_unique")]
@@ -298,3 +310,60 @@ class Work(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} {self.kind}"
+
+
+# -- at a site: what it agreed to share, and what it did share -----------------------------------------------
+
+
+class SiteOffer(models.Model):
+    """This workbench's consent to take part in a federation run elsewhere, kept at the site.
+
+    A project's manager offers the project to a federation named by its coordinator, with the
+    coordinator's identity and the limits (`learners.federated.limits.SiteLimits`) every request is
+    checked against. Requests name the federation; the offer says which project answers.
+    """
+
+    TRANSPORTS = [("celery", "Celery queue on the federation's broker"), ("flower", "Flower SuperNode")]
+
+    federation = models.CharField(max_length=200, unique=True, help_text="The federation's name at its "
+                                  "coordinator.")
+    site_name = models.SlugField(max_length=50, help_text="What the coordinator calls this site.")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="offers")
+    transport = models.CharField(max_length=8, choices=TRANSPORTS, default="celery")
+    coordinator_key = models.CharField(max_length=64, blank=True, help_text="Celery: the coordinator's Ed25519 "
+                                       "public key (hex); requests not signed with it are refused.")
+    coordinator_certificate = models.CharField(max_length=64, blank=True, help_text="Flower: SHA-256 of the "
+                                               "SuperLink's CA certificate this site's SuperNode trusts.")
+    limits = models.JSONField(default=dict, help_text="learners.federated.limits.SiteLimits fields.")
+    holdout_fraction = models.FloatField(default=0.2, help_text="Labelled rows kept aside for evaluating the "
+                                         "global model (never trained on).")
+    enabled = models.BooleanField(default=True)
+    offered_by = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["federation"]
+
+    def __str__(self) -> str:
+        return f"{self.project} offered to {self.federation}"
+
+
+class SiteLedgerEntry(models.Model):
+    """One message this site received from a federation or sent to it, or a request it refused."""
+
+    offer = models.ForeignKey(SiteOffer, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger")
+    federation = models.CharField(max_length=200, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+    transport = models.CharField(max_length=8)
+    direction = models.CharField(max_length=8, choices=[("received", "received"), ("sent", "sent"),
+                                                         ("refused", "refused")])
+    kind = models.CharField(max_length=200, help_text="Message kind, or the task name of a refused task.")
+    round = models.PositiveIntegerField(null=True, blank=True)
+    nbytes = models.BigIntegerField(default=0)
+    arrays = models.JSONField(default=dict, help_text="name -> [dtype, shape]")
+    meta = models.JSONField(default=dict, help_text="Every header field.")
+    reason = models.TextField(blank=True, help_text="Why the request was refused.")
+
+    class Meta:
+        ordering = ["-at", "-pk"]

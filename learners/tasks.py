@@ -140,14 +140,3 @@ def federated_run(self, *, run_id: int) -> dict:
     return federated_run_execute(run_id=run_id, progress=stage_progress(self), task_id=self.request.id or "")
 
 
-@shared_task(base=WorkbenchTask, name="workbench.federated_local_train")
-def federated_local_train(*, project_id: int, message: str) -> str:
-    """A site's half of a round: train from the coordinator's weights on this deployment's labels.
-
-    Sent by the coordinator to queue ``site.<slug>``; `message` and the result are base64 federation
-    messages (learners.federated.wire). Only the weight change, the example count and scalar metrics
-    go back.
-    """
-    from learners.services.federated import federated_local_train as local_train
-
-    return local_train(project_id=project_id, message=message)

@@ -144,13 +144,14 @@ def worker_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A `celery worker` process; `env` overrides its environment (a federated site's own DATABASE_URL)."""
 
-    def __init__(self, queues: str = "celery,long", name: str = "test-worker", env: dict[str, str] | None = None) -> None:
+    def __init__(self, queues: str = "celery,long", name: str = "test-worker", env: dict[str, str] | None = None,
+                 argv: list[str] | None = None) -> None:
         log = settings.DATA_DIR / f"{name}.log"
         self.log_path = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workbench", "worker", "--pool", "solo",
-             "--loglevel", "INFO", "--queues", queues, "--hostname", f"{name}@%h", "--without-gossip",
-             "--without-mingle", "--without-heartbeat"],
+            argv or [sys.executable, "-m", "celery", "-A", "workbench", "worker", "--pool", "solo",
+                     "--loglevel", "INFO", "--queues", queues, "--hostname", f"{name}@%h", "--without-gossip",
+                     "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=worker_env(**(env or {})), stdout=log.open("w"), stderr=subprocess.STDOUT,
         )
         self._wait_ready()

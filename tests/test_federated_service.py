@@ -51,7 +51,12 @@ def create(projects, **settings):
     ({"training": {"epoch": 2}}, r"training: unknown settings \['epoch'\]"),
     ({"sites": [{"slug": "a", "project_id": 999999}]}, r"sites: site 'a': no project with id 999999"),
     ({"sites": []}, r"sites: a federation needs at least one site"),
-    ({"backend": "celery"}, r"sites: site 'site-0' needs the project id in its own deployment"),
+    ({"backend": "celery"}, r"sites: site 'site-0' is another deployment: it offers its own project"),
+    ({"secure_aggregation": True}, r"secure_aggregation: needs at least 3 sites a round \(2 here\)"),
+    ({"min_updates": 1}, r"min_updates: a round aggregated from one site's update"),
+    ({"min_updates": 3}, r"min_updates: 3 updates can never arrive from the 2 site"),
+    ({"backend": "flower", "sites": [{"slug": "a"}, {"slug": "b"}]}, r"flower_address: the SuperLink's address"),
+    ({"sites": [{"slug": "a", "remote_project_id": 3}, {"slug": "b"}]}, r"'remote_project_id' is not a site setting"),
     ({"n_features": 65}, None),  # the site projects' rows have 64 columns: refused when run, see below
 ])
 def test_create_refuses_bad_settings_and_writes_nothing(settings, message):

@@ -90,6 +90,38 @@ class FederationPlan:
     seed: int = 0
 
 
+def plan_as_dict(plan: FederationPlan, *, strategy_parameters: dict[str, Any]) -> dict[str, Any]:
+    """A plan as JSON-safe data (for a runtime that runs the coordinator in another process, e.g. Flower's)."""
+    privacy = plan.privacy
+    return {
+        "strategy": plan.strategy.name, "strategy_parameters": dict(strategy_parameters),
+        "model": plan.model.as_dict(), "training": dict(plan.training.__dict__), "rounds": plan.rounds,
+        "sites_per_round": plan.sites_per_round, "timeout": plan.timeout, "min_updates": plan.min_updates,
+        "classes_digest": plan.classes_digest, "secure": plan.secure, "compression": plan.compression,
+        "privacy": None if privacy is None else {"clip_norm": privacy.clip_norm,
+                                                 "noise_multiplier": privacy.noise_multiplier,
+                                                 "delta": privacy.delta, "mode": privacy.mode},
+        "regions": None if plan.regions is None else [[r.name, list(r.sites)] for r in plan.regions],
+        "seed": plan.seed,
+    }
+
+
+def plan_from_dict(data: dict[str, Any]) -> FederationPlan:
+    """The plan `plan_as_dict` described."""
+    from learners.federated.strategies import strategy_create
+
+    return FederationPlan(
+        strategy=strategy_create(data["strategy"], **data.get("strategy_parameters", {})),
+        model=ModelSpec(**data["model"]), training=LocalTraining.from_config(data.get("training", {})),
+        rounds=int(data["rounds"]), sites_per_round=data.get("sites_per_round"), timeout=float(data["timeout"]),
+        min_updates=int(data["min_updates"]), classes_digest=data.get("classes_digest"),
+        privacy=None if not data.get("privacy") else DifferentialPrivacy(**data["privacy"]),
+        secure=bool(data.get("secure")), compression=data.get("compression", "none"),
+        regions=None if data.get("regions") is None else [Region(n, tuple(m)) for n, m in data["regions"]],
+        seed=int(data.get("seed", 0)),
+    )
+
+
 @dataclass
 class RoundResult:
     """What one aggregation did, in numbers an admin page can show."""
@@ -160,9 +192,12 @@ class Coordinator:
                        seed: int | None = None) -> bytes:
         plan = self.plan
         training = {**plan.training.__dict__, **plan.strategy.fit_config(round_number)}
+        # "strategy" and "sites" are there for the site to check against what it agreed to (its offer).
         meta: dict[str, Any] = {
             "round": round_number, "version": self.version, "model": plan.model.as_dict(),
-            "training": training, "seed": int(self._rng.integers(2**31)) if seed is None else seed, "compression": plan.compression,
+            "training": training, "seed": int(self._rng.integers(2**31)) if seed is None else seed,
+            "compression": plan.compression, "strategy": plan.strategy.name, "sites": expected_sites,
+            "secure_aggregation": plan.secure,
         }
         if plan.classes_digest is not None:
             meta["classes_digest"] = plan.classes_digest
@@ -217,15 +252,17 @@ class Coordinator:
         wall = time.perf_counter()
         started = self.backend.now()
         participants = self._sample()
+        dropouts: dict[str, str] = dict(self.backend.unreachable(participants))
         data = self._train_message(number, expected_sites=len(participants))
         for site in participants:
+            if site in dropouts:
+                continue
             self.audit.record("out", site, data, round=number)
             self.backend.send(site, data)
-        dropouts: dict[str, str] = {}
         metric_sums: dict[str, float] = {}
         counts = {"updates": 0, "examples": 0}
         deadline = started + plan.timeout
-        outstanding = set(participants)
+        outstanding = set(participants) - set(dropouts)
 
         def arrivals() -> Iterator[Update]:
             while outstanding:

@@ -53,7 +53,7 @@ def secure_round(coordinator: "Coordinator") -> "RoundResult":
     length = sum(int(np.size(v)) for v in coordinator.weights.values()) + 2
     server = SecAggServer(list(range(n)), threshold=threshold, vector_length=length, scale_bits=scale_bits,
                           clip=SECURE_CLIP)
-    dropouts: dict[str, str] = {}
+    dropouts: dict[str, str] = dict(backend.unreachable(participants))
 
     def exchange(messages: dict[str, bytes], expect: str, take: Callable[[int, Message], None]) -> None:
         for site, data in messages.items():
@@ -83,7 +83,7 @@ def secure_round(coordinator: "Coordinator") -> "RoundResult":
     seed = int(coordinator._rng.integers(2**31))  # one seed for the round, as in a plain round
     train = {site: coordinator._train_message(number, expected_sites=n, seed=seed,
                                               extra={"secure": {**secure_meta, "client_id": ids[site]}})
-             for site in participants}
+             for site in participants if site not in dropouts}
     exchange(train, "secagg_keys", lambda i, m: server.receive_keys(i, {k: m.arrays[k].tobytes()
                                                                         for k in ("c_pk", "s_pk")}))
     keys = server.broadcast_keys()

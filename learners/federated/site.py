@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from learners.federated.limits import LimitRefused, SiteLimits
 from learners.federated.local_training import LocalTraining, LocalTrainingError, local_train
 from learners.federated.models import FederatedModel, ModelSpec
 from learners.federated.privacy import DifferentialPrivacy
@@ -45,14 +46,23 @@ class Site:
         Called once per message, so a long-lived site sees new labels.
     classes : sequence of str or None
         The site's class names in order; checked against the coordinator's digest.
+    limits : SiteLimits or None
+        What the site agreed to (its offer); a request outside them is refused. None: a simulation
+        that checks nothing.
+    holdout : callable returning (X, y), or None
+        Rows the site keeps aside: never trained on; the incoming global weights are evaluated on
+        them (metrics only, and none under differential privacy).
     """
 
     # A secure-aggregation round's state between its four messages (round, client, vector); none outside one.
     _secure: dict[str, Any] | None
 
-    def __init__(self, name: str, rows: Callable[[], Rows], classes: Sequence[str] | None = None) -> None:
+    def __init__(self, name: str, rows: Callable[[], Rows], classes: Sequence[str] | None = None, *,
+                 limits: SiteLimits | None = None, holdout: Callable[[], Rows] | None = None) -> None:
         self.name = name
         self._rows = rows
+        self.limits = limits
+        self._holdout = holdout
         self._digest = classes_digest(classes) if classes is not None else None
         self._models: dict[ModelSpec, FederatedModel] = {}
 
@@ -65,7 +75,7 @@ class Site:
                 reply = SECURE_STEPS[message.kind](self, message)
             else:
                 raise SiteRefused(f"unknown message kind {message.kind!r}")
-        except (SiteRefused, LocalTrainingError, SecureAggregationError) as exc:
+        except (SiteRefused, LimitRefused, LocalTrainingError, SecureAggregationError) as exc:
             reply = Message(kind="refused", meta={"reason": str(exc)})
         return message_encode(reply)
 
@@ -122,9 +132,18 @@ class Site:
         X, y = self._rows()
         if X.shape[1] != spec.n_features:
             raise SiteRefused(f"this site's features have {X.shape[1]} columns; the model takes {spec.n_features}")
+        if self.limits is not None:
+            self.limits.check(meta, len(y))
         seed = int(meta.get("seed", 0))
         update = local_train(model, message.arrays, X, y, LocalTraining.from_config(meta.get("training", {})),
                              seed=seed)
+        if self._holdout is not None:
+            X_held, y_held = self._holdout()
+            if len(y_held):
+                held = model.evaluate(message.arrays, X_held, y_held)
+                update = replace(update, metrics={**update.metrics, "heldout_accuracy": held["accuracy"],
+                                                  "heldout_loss": held["loss"],
+                                                  "heldout_examples": float(len(y_held))})
         # DP noise and stochastic rounding from this site's own entropy: the round's seed is broadcast, so
         # noise drawn from it would be the same at every site and could be regenerated and removed.
         rng = np.random.default_rng()

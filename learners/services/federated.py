@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +23,7 @@ from learners.federated.backends.inprocess import InProcessBackend
 from learners.federated.compression import COMPRESSORS
 from learners.federated.coordinator import Coordinator, FederationPlan, RoundResult
 from learners.federated.hierarchy import Region
+from learners.federated.identity import keypair_new, request_sign
 from learners.federated.local_training import LocalTraining, LocalTrainingError
 from learners.federated.models import ModelSpec, ModelSpecError
 from learners.federated.privacy import DifferentialPrivacy, PrivacyConfigError
@@ -37,6 +39,7 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 TERMINAL = {MetaModelStatus.SUCCEEDED, MetaModelStatus.FAILED, MetaModelStatus.CANCELLED}
 LOCAL_TRAIN_TASK = "workbench.federated_local_train"
+BACKENDS = {"inprocess", "celery", "flower"}
 
 
 class FederationInvalid(ValueError):
@@ -46,9 +49,11 @@ class FederationInvalid(ValueError):
 # -- a site's side ----------------------------------------------------------------------------------------
 
 
-def site_rows(project: Project, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def site_rows(project: Project, classes: list[str], keep: Callable[[int], bool] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
     """The project's labelled feature rows and class indices in the federation's order.
 
+    `keep(item_id)` chooses a part of them (a site's training rows or its held-out rows).
     Raises SiteRefused when a label is not one of the federation's classes.
     """
     if "shared_space" not in FEATURISERS[project.featuriser].provides:
@@ -57,6 +62,9 @@ def site_rows(project: Project, classes: list[str]) -> tuple[np.ndarray, np.ndar
     space = feature_space_current(project)
     features_fill(space)
     item_ids, labels = training_labels(project)
+    if keep is not None:
+        chosen = [i for i, item_id in enumerate(item_ids) if keep(item_id)]
+        item_ids, labels = [item_ids[i] for i in chosen], [labels[i] for i in chosen]
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(labels) - set(index))
     if unknown:
@@ -66,28 +74,8 @@ def site_rows(project: Project, classes: list[str]) -> tuple[np.ndarray, np.ndar
 
 
 def project_site(project: Project, *, name: str, classes: list[str]) -> Site:
+    """An in-process simulation's site: one of this workbench's projects, no limits (one operator owns all)."""
     return Site(name, rows=lambda: site_rows(project, classes), classes=classes)
-
-
-def federated_local_train(*, project_id: int, message: str) -> str:
-    """A site worker's answer to the coordinator: base64 message in, base64 message out.
-
-    The site's classes are its project's label set, sorted by name, which is the order
-    a federation's `classes` must have; the coordinator's digest is checked against them.
-    """
-    project = Project.objects.get(pk=project_id)
-    classes = sorted(project.labels.values_list("name", flat=True))
-    site = _WORKER_SITES.get((project_id, tuple(classes)))
-    if site is None:
-        site = _WORKER_SITES[(project_id, tuple(classes))] = project_site(project, name=f"project-{project_id}",
-                                                                          classes=classes)
-    return base64.b64encode(site.handle(base64.b64decode(message))).decode("ascii")
-
-
-# A site keeps its secure-aggregation keys between a round's four messages in the worker's memory, so a
-# site's queue is served by one worker process (`--concurrency 1` or `--pool solo`); a restarted worker
-# has lost them and drops out of that round, which the protocol tolerates.
-_WORKER_SITES: dict[tuple[int, tuple[str, ...]], Site] = {}
 
 
 # -- creating a federation --------------------------------------------------------------------------------
@@ -129,15 +117,20 @@ def federation_check(federation: Federation, sites: list[FederationSite]) -> Fed
             raise FederationInvalid(f"privacy: {exc}") from None
     if federation.compression not in COMPRESSORS:
         raise FederationInvalid(f"compression: {federation.compression!r}; choose one of {sorted(COMPRESSORS)}")
-    if federation.backend not in ("inprocess", "celery"):
-        raise FederationInvalid(f"backend: {federation.backend!r}; choose inprocess or celery")
+    if federation.backend not in BACKENDS:
+        raise FederationInvalid(f"backend: {federation.backend!r}; choose one of {sorted(BACKENDS)}")
     if not sites:
         raise FederationInvalid("sites: a federation needs at least one site")
+    if federation.backend == "celery" and not federation.signing_key:
+        raise FederationInvalid("signing_key: this federation has no key to sign requests with")
+    if federation.backend == "flower" and not federation.flower_address:
+        raise FederationInvalid("flower_address: the SuperLink's address (host:port) this coordinator runs apps on")
     for site in sites:
         if federation.backend == "inprocess" and site.project is None:
             raise FederationInvalid(f"sites: in-process site {site.slug!r} needs a project of this workbench")
-        if federation.backend == "celery" and site.remote_project_id is None:
-            raise FederationInvalid(f"sites: site {site.slug!r} needs the project id in its own deployment")
+        if federation.backend != "inprocess" and site.project is not None:
+            raise FederationInvalid(f"sites: site {site.slug!r} is another deployment: it offers its own project "
+                                    "to this federation by name; the coordinator names no project of it")
         if site.project is not None:
             if site.project.featuriser != federation.featuriser:
                 raise FederationInvalid(f"sites: project {site.project.pk} of site {site.slug!r} uses featuriser "
@@ -147,6 +140,19 @@ def federation_check(federation: Federation, sites: list[FederationSite]) -> Fed
                 raise FederationInvalid(f"sites: project {site.project.pk} of site {site.slug!r} has labels "
                                         f"{names}, not the federation's {classes}")
     regions = _regions(sites)
+    per_round = federation.sites_per_round or len(sites)
+    if federation.min_updates < 2 and not federation.allow_single_site:
+        raise FederationInvalid("min_updates: a round aggregated from one site's update hands the coordinator that "
+                                "update alone; use 2 or more, or set allow_single_site")
+    if federation.mode == "sync" and federation.min_updates > per_round:
+        raise FederationInvalid(f"min_updates: {federation.min_updates} updates can never arrive from the "
+                                f"{per_round} site(s) a round asks")
+    if federation.secure_aggregation and federation.backend == "flower":
+        raise FederationInvalid("secure_aggregation: not with the flower backend yet (a ClientApp is a fresh "
+                                "process per message, so a site's keys do not live through the round's four "
+                                "messages); use the celery backend")
+    if federation.backend == "flower" and (regions or federation.mode == "async"):
+        raise FederationInvalid("backend: the flower backend runs synchronous rounds without regions so far")
     if federation.secure_aggregation and (regions or federation.mode == "async"):
         raise FederationInvalid("secure_aggregation: runs in synchronous rounds without regions")
     if federation.secure_aggregation:
@@ -154,6 +160,9 @@ def federation_check(federation: Federation, sites: list[FederationSite]) -> Fed
             check_strategy(strategy)
         except SecureAggregationUnsupported as exc:
             raise FederationInvalid(f"secure_aggregation: {exc}") from None
+    if federation.secure_aggregation and per_round < 3:
+        raise FederationInvalid(f"secure_aggregation: needs at least 3 sites a round ({per_round} here): with two, "
+                                "each site can subtract its own update from the sum and read the other's")
     if federation.sites_per_round is not None and not 1 <= federation.sites_per_round <= len(sites):
         raise FederationInvalid(f"sites_per_round: between 1 and the {len(sites)} sites, or empty for all")
     if not federation.timeout_seconds > 0:
@@ -183,7 +192,9 @@ def federation_create(*, name: str, owner, featuriser: str, n_features: int, cla
                       sites: list[dict[str, Any]], **settings: Any) -> Federation:
     """A federation and its sites, checked as a whole; nothing is written when a check fails.
 
-    `sites` items: ``{"slug", "project_id"?, "remote_project_id"?, "region"?}``.
+    `sites` items: ``{"slug", "project_id"?, "region"?}`` (a project only for in-process sites; other
+    sites offer their own project to the federation by its name). The coordinator's signing key is
+    made here; sites put its public half (`public_key`) in their offers.
     """
     name = (name or "").strip()
     if not name or len(name) > 200:
@@ -208,8 +219,12 @@ def federation_create(*, name: str, owner, featuriser: str, n_features: int, cla
             project = Project.objects.filter(pk=entry["project_id"]).first()
             if project is None:
                 raise FederationInvalid(f"sites: site {slug!r}: no project with id {entry['project_id']}")
-        site_rows_.append(FederationSite(slug=slug, region=entry.get("region", ""), project=project,
-                                         remote_project_id=entry.get("remote_project_id")))
+        unknown_keys = sorted(set(entry) - {"slug", "project_id", "region"})
+        if unknown_keys:
+            raise FederationInvalid(f"sites: site {slug!r}: {unknown_keys[0]!r} is not a site setting (a site "
+                                    "offers its own project; the coordinator names none)")
+        site_rows_.append(FederationSite(slug=slug, region=entry.get("region", ""), project=project))
+    federation.signing_key, federation.public_key = keypair_new()
     federation_check(federation, site_rows_)
     with transaction.atomic():
         federation.save()
@@ -229,9 +244,15 @@ def backend_for(federation: Federation) -> Backend:
                                  for s in sites})
     from learners.federated.backends.celery_queue import CeleryQueueBackend
     from workbench.celery import app
+    from workbench.site_celery import queues_alive
 
-    return CeleryQueueBackend(app, {s.slug: {"queue": s.queue, "kwargs": {"project_id": s.remote_project_id}}
-                                    for s in sites}, task_name=LOCAL_TRAIN_TASK)
+    def envelope(site: str, data: bytes) -> dict[str, Any]:
+        return {"federation": federation.name,
+                **request_sign(federation.signing_key, federation=federation.name, site=site, message=data)}
+
+    return CeleryQueueBackend(app, {s.slug: {"queue": s.queue} for s in sites}, task_name=LOCAL_TRAIN_TASK,
+                              envelope=envelope,
+                              alive=lambda queues: queues_alive(str(app.conf.broker_url), queues))
 
 
 def federated_run_create(*, federation_id: int, rounds: int) -> FederatedRun:
@@ -282,6 +303,8 @@ def federated_run_execute(*, run_id: int, progress: Progress | None = None, task
         plan = federation_check(federation, list(federation.sites.select_related("project")))
         plan.rounds = run.rounds
         FederatedRun.objects.filter(pk=run.pk).update(plan=_plan_summary(federation, plan))
+        if federation.backend == "flower":
+            return _flower_execute(run, federation, plan, progress)
         backend = backend_for(federation)
         coordinator = Coordinator(backend, plan)
         stored = 0
@@ -321,14 +344,70 @@ def federated_run_execute(*, run_id: int, progress: Progress | None = None, task
 
 def _round_store(run: FederatedRun, result: RoundResult, coordinator: Coordinator) -> None:
     payloads = [r.as_dict() for r in coordinator.audit.records if r.round == result.number]
-    FederatedRound.objects.update_or_create(run=run, number=result.number, defaults=dict(
-        version=result.version, participants=result.participants, dropouts=result.dropouts, updates=result.updates,
-        aggregated=result.aggregated, bytes_out=result.bytes_out, bytes_in=result.bytes_in,
-        site_bytes_in=result.site_bytes_in, metrics=result.metrics, epsilon=result.epsilon,
-        seconds=result.wall_seconds, payloads=payloads,
+    _round_record(run, result.as_dict(), payloads)
+
+
+def _round_record(run: FederatedRun, result: dict[str, Any], payloads: list[dict[str, Any]]) -> None:
+    """Store one round from `RoundResult.as_dict()` (here, or from a Flower ServerApp's log)."""
+    FederatedRound.objects.update_or_create(run=run, number=result["number"], defaults=dict(
+        version=result["version"], participants=result["participants"], dropouts=result["dropouts"],
+        updates=result["updates"], aggregated=result["aggregated"], bytes_out=result["bytes_out"],
+        bytes_in=result["bytes_in"], site_bytes_in=result["site_bytes_in"], metrics=result["metrics"],
+        epsilon=result["epsilon"], seconds=result["wall_seconds"], payloads=payloads,
     ))
-    if result.epsilon is not None:
-        FederatedRun.objects.filter(pk=run.pk).update(epsilon=result.epsilon)
+    if result["epsilon"] is not None:
+        FederatedRun.objects.filter(pk=run.pk).update(epsilon=result["epsilon"])
+
+
+def _flower_execute(run: FederatedRun, federation: Federation, plan: FederationPlan,
+                    progress: Progress | None) -> dict:
+    """A run on the federation's SuperLink: our ServerApp runs the rounds; its log lines are stored here.
+
+    Failures inside the ServerApp come back as its error event; the run ends failed with it.
+    """
+    from django.conf import settings
+
+    from learners.federated.coordinator import plan_as_dict
+    from learners.federated.flower_run import FlowerRun, FlowerRunError, flower_home_write, run_config_for
+
+    home = Path(settings.DATA_DIR) / "flower" / f"run-{run.pk}"
+    flower_home_write(home, address=federation.flower_address,
+                      root_certificates=federation.flower_root_certificates)
+    flower = FlowerRun(home)
+    sites = [site.slug for site in federation.sites.order_by("pk")]
+    flower.start(run_config_for(federation=federation.name, sites=sites,
+                                plan=plan_as_dict(plan, strategy_parameters=federation.strategy_parameters or {}),
+                                hello_timeout=min(plan.timeout, 120.0)))
+    final: dict[str, Any] | None = None
+    done = 0
+    for event in flower.events():
+        kind = event.get("event")
+        if kind == "hello":
+            summary = {**_plan_summary(federation, plan), "flower_run_id": flower.run_id,
+                       "flower_hello": {k: event.get(k) for k in ("nodes", "dead", "refused", "missing")}}
+            FederatedRun.objects.filter(pk=run.pk).update(plan=summary)
+        elif kind == "round":
+            payloads = event.pop("payloads", [])
+            _round_record(run, event, payloads)
+            done += 1
+            if progress is not None:
+                progress("federated rounds", done, plan.rounds)
+            if FederatedRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                flower.stop()
+                flower.close()
+                break
+        elif kind == "error":
+            raise FlowerRunError(f"the Flower run {flower.run_id} failed: {event.get('error')}")
+        elif kind == "final":
+            final = event
+    cancelled = FederatedRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+    update: dict[str, Any] = {"status": MetaModelStatus.CANCELLED if cancelled else MetaModelStatus.SUCCEEDED,
+                              "finished_at": timezone.now()}
+    if final is not None:
+        update["weights"] = base64.b64decode(final["weights"])
+        update["epsilon"] = final.get("epsilon")
+    FederatedRun.objects.filter(pk=run.pk).update(**update)
+    return _run_summary(FederatedRun.objects.get(pk=run.pk))
 
 
 def _plan_summary(federation: Federation, plan: FederationPlan) -> dict:

@@ -51,5 +51,9 @@ class Backend(ABC):
     def abandon(self, site: str) -> None:
         """Stop waiting for `site` (a dropout); a late reply from it must never be delivered."""
 
+    def unreachable(self, sites: list[str]) -> dict[str, str]:
+        """Those of `sites` known to be down, with why: they are dropouts without being sent anything."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections and processes."""

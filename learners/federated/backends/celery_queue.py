@@ -8,13 +8,18 @@ worker died, or that is slow, is abandoned: its task is revoked and, should its
 result still arrive, it is never read. Tasks carry an expiry, so a site that
 comes back later does not train for a round long gone.
 
-Only the coordinator needs the result backend; sites need the broker.
+Each request carries what `envelope(site, data)` adds to the task's keyword
+arguments: the federation's name and the coordinator's signature
+(`learners.federated.identity`), which the site checks against its offer. A
+site's worker keeps a key alive on the broker while it serves its queue
+(`workbench.site_celery.alive_beat`, read through `alive(queues)`); a site without one is a dropout at once
+instead of costing the round's whole timeout.
 """
 from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from celery import Celery
 
@@ -26,7 +31,9 @@ class CeleryQueueBackend(Backend):
 
     def __init__(self, app: Celery, sites: Mapping[str, Mapping[str, Any]], *,
                  task_name: str = "workbench.federated_local_train", poll_seconds: float = 0.05,
-                 expires_seconds: float = 3600.0) -> None:
+                 expires_seconds: float = 3600.0,
+                 envelope: Callable[[str, bytes], dict[str, Any]] | None = None,
+                 alive: Callable[[list[str]], list[bool]] | None = None) -> None:
         if not sites:
             raise BackendError("no sites: give each site's queue")
         self._app = app
@@ -38,6 +45,8 @@ class CeleryQueueBackend(Backend):
         self._poll = poll_seconds
         self._expires = expires_seconds
         self._pending: dict[str, str] = {}  # site -> task id
+        self._envelope = envelope
+        self._alive = alive
 
     def sites(self) -> list[str]:
         return list(self._sites)
@@ -46,7 +55,8 @@ class CeleryQueueBackend(Backend):
         if site in self._pending:
             raise BackendError(f"site {site!r} still has a request outstanding")
         entry = self._sites[site]
-        kwargs = {**entry.get("kwargs", {}), "message": base64.b64encode(data).decode("ascii")}
+        kwargs = {**entry.get("kwargs", {}), **(self._envelope(site, data) if self._envelope else {}),
+                  "message": base64.b64encode(data).decode("ascii")}
         result = self._app.send_task(self._task_name, kwargs=kwargs, queue=entry["queue"], expires=self._expires)
         self._pending[site] = result.id
 
@@ -68,6 +78,13 @@ class CeleryQueueBackend(Backend):
                 return None
             time.sleep(self._poll)
         return None
+
+    def unreachable(self, sites: list[str]) -> dict[str, str]:
+        if self._alive is None or not sites:
+            return {}
+        alive = self._alive([self._sites[site]["queue"] for site in sites])
+        return {site: "no worker serves its queue (no liveness beat on the broker)"
+                for site, up in zip(sites, alive) if not up}
 
     def now(self) -> float:
         return time.monotonic()

@@ -10,9 +10,11 @@ from learners.services.federated import FederationInvalid, federation_create
 
 class Command(BaseCommand):
     help = ('Create a federation from a JSON spec: {"name", "owner" (username), "featuriser", "n_features", '
-            '"classes", "sites": [{"slug", "project_id" | "remote_project_id", "region"?}], and optional settings '
+            '"classes", "sites": [{"slug", "project_id"? (in-process only), "region"?}], and optional settings '
             '(backend, estimator, strategy, strategy_parameters, training, mode, buffer_size, sites_per_round, '
-            'timeout_seconds, min_updates, secure_aggregation, privacy, compression)}. Nothing is written on an error.')
+            'timeout_seconds, min_updates, allow_single_site, secure_aggregation, privacy, compression, flower_address, '
+            'flower_root_certificates)}. Nothing is written on an error. Prints the public key sites put in their '
+            'offers.')
 
     def add_arguments(self, parser):
         parser.add_argument("spec", help="path to the JSON spec")
@@ -34,4 +36,5 @@ class Command(BaseCommand):
         except TypeError as exc:
             raise CommandError(f"{options['spec']}: {exc}") from None
         self.stdout.write(json.dumps({"federation_id": federation.pk, "name": federation.name,
-                                      "sites": list(federation.sites.values_list("slug", flat=True))}))
+                                      "sites": list(federation.sites.values_list("slug", flat=True)),
+                                      "public_key": federation.public_key}))
