@@ -200,3 +200,14 @@ def test_flower_celery_and_in_process_give_the_same_global_weights(flower):
                    for name in celery.weights}
     assert max(differences.values()) < 1e-6, differences
     assert all(np.abs(w).max() > 0.01 for w in in_process.weights.values())  # they trained
+
+
+def test_a_cancelled_flower_run_is_stopped_after_the_round_in_progress(flower):
+    sites = flower["sites"]
+    federation = make_federation(sites.values(), backend="flower", flower_address=flower["address"])
+    for site in sites.values():
+        site.offer(federation, transport="flower")
+    run = federated_run_create(federation_id=federation.pk, rounds=5)
+    FederatedRun.objects.filter(pk=run.pk).update(cancel_requested=True)  # seen after the first round
+    summary = federated_run_execute(run_id=run.pk)
+    assert summary["status"] == "cancelled" and summary["rounds"] == 1, summary
