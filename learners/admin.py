@@ -123,8 +123,21 @@ class FederatedRunAdmin(admin.ModelAdmin):
         return run.round_records.count()
 
 
+class RecordOnly:
+    """A record of what happened (a federated round, a site's ledger entry): nobody adds, edits or deletes one."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(FederatedRound)
-class FederatedRoundAdmin(admin.ModelAdmin):
+class FederatedRoundAdmin(RecordOnly, admin.ModelAdmin):
     """Every round of every run: who took part, who dropped out, what crossed, how well the model does."""
 
     list_display = ["run", "number", "version", "updates", "participant_count", "dropout_list", "bytes_in",
@@ -139,15 +152,6 @@ class FederatedRoundAdmin(admin.ModelAdmin):
     accuracy = FederatedRoundInline.accuracy
     heldout = FederatedRoundInline.heldout
 
-    # A round is a record of what happened: nobody edits, adds or deletes one.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="payload audit")
     def payload_table(self, row: FederatedRound) -> str:
@@ -171,17 +175,9 @@ class SiteOfferAdmin(admin.ModelAdmin):
 
 
 @admin.register(SiteLedgerEntry)
-class SiteLedgerEntryAdmin(admin.ModelAdmin):
+class SiteLedgerEntryAdmin(RecordOnly, admin.ModelAdmin):
     """At a site: every message it received from or sent to a federation, and every request it refused."""
 
     list_display = ["at", "federation", "direction", "kind", "round", "nbytes", "reason"]
     list_filter = ["federation", "direction", "transport"]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -164,3 +164,14 @@ def test_a_site_worker_app_lists_only_the_federated_task():
     import learners.tasks  # noqa: F401  - the ordinary tasks, imported in the same process
 
     assert [name for name in app.tasks if name.startswith("workbench.")] == [FEDERATED_TASK]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["federatedround", "siteledgerentry"])
+def test_rounds_and_ledger_entries_cannot_be_added_in_the_admin(client, model):
+    from django.contrib.auth import get_user_model
+
+    admin_user = get_user_model().objects.create_superuser("root-admin", "r@example.org", "pw")
+    client.force_login(admin_user)
+    assert client.get(f"/admin/learners/{model}/").status_code == 200
+    assert client.get(f"/admin/learners/{model}/add/").status_code == 403

@@ -86,11 +86,18 @@ def flower(django_db_setup, django_db_blocker, redis_server, tmp_path_factory):
         process.stop()
 
 
+def flower_federation(flower, **settings):
+    """A federation on the test SuperLink, offered by every site for the Flower transport."""
+    federation = make_federation(flower["sites"].values(), backend="flower", flower_address=flower["address"],
+                                 **settings)
+    for site in flower["sites"].values():
+        site.offer(federation, transport="flower")
+    return federation
+
+
 def test_three_rounds_through_flower_and_each_ledger_lists_what_the_audit_lists(flower):
     sites = flower["sites"]
-    federation = make_federation(sites.values(), backend="flower", flower_address=flower["address"])
-    for site in sites.values():
-        site.offer(federation, transport="flower")
+    federation = flower_federation(flower)
     run = federated_run_create(federation_id=federation.pk, rounds=3)
     try:
         summary = federated_run_execute(run_id=run.pk)
@@ -130,9 +137,7 @@ def test_a_byte_scan_of_every_message_through_flower_finds_no_item_feature_id_or
     from learners.services.federated import federation_check
 
     sites = flower["sites"]
-    federation = make_federation(sites.values(), backend="flower", flower_address=flower["address"])
-    for site in sites.values():
-        site.offer(federation, transport="flower")
+    federation = flower_federation(flower)
     plan = federation_check(federation, list(federation.sites.all()))
     plan.rounds = 2
     flower_home_write(tmp_path, address=flower["address"])
@@ -203,10 +208,7 @@ def test_flower_celery_and_in_process_give_the_same_global_weights(flower):
 
 
 def test_a_cancelled_flower_run_is_stopped_after_the_round_in_progress(flower):
-    sites = flower["sites"]
-    federation = make_federation(sites.values(), backend="flower", flower_address=flower["address"])
-    for site in sites.values():
-        site.offer(federation, transport="flower")
+    federation = flower_federation(flower)
     run = federated_run_create(federation_id=federation.pk, rounds=5)
     FederatedRun.objects.filter(pk=run.pk).update(cancel_requested=True)  # seen after the first round
     summary = federated_run_execute(run_id=run.pk)
